@@ -1,0 +1,83 @@
+// Multi-page TIFF stacks on libtiff, the interchange format with Fiji/ImageJ.
+//
+// Written files: one page per slice and channel (ImageJ order: channel fastest), uint8,
+// uint16 or float32 samples, uncompressed, with an ImageJ hyperstack description
+// ("ImageJ=...\nimages=Z*C\nchannels=C\nslices=Z\n...") so Fiji opens them as a stack of the
+// right depth. BigTIFF is used automatically when the file would pass 4 GiB.
+//
+// Read files: any stack of equally-sized pages of 8-bit unsigned, 16-bit unsigned or 32-bit
+// float samples (strips or tiles, any compression libtiff decodes), ImageJ hyperstacks with
+// channels, or interleaved multi-sample pages. Every malformed, truncated or unsupported
+// file is an error value, never a crash; libtiff's messages go into the error, not stderr.
+#ifndef IDLEGRID_SHARED_TIFF_IO_H_
+#define IDLEGRID_SHARED_TIFF_IO_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "idlegrid/shared/status.h"
+#include "idlegrid/shared/volume.h"
+
+namespace idlegrid {
+
+struct TiffInfo {
+  VolumeShape shape;
+  DType dtype = DType::kUInt8;
+  bool bigtiff = false;
+  bool imagej = false;  // has an ImageJ description
+};
+
+struct TiffReadOptions {
+  // Read only slices [z_begin, z_end) (z_end < 0: to the end); memory then scales with the
+  // range, not the file.
+  int64_t z_begin = 0;
+  int64_t z_end = -1;
+  uint64_t max_bytes = uint64_t{64} << 30;  // refuse to allocate more than this
+};
+
+// Shape and type without reading pixels.
+StatusOr<TiffInfo> ProbeTiff(const std::string& path);
+StatusOr<Volume> ReadTiff(const std::string& path, const TiffReadOptions& options = {});
+// The same from bytes in memory (used for uploads and by the fuzz target).
+StatusOr<Volume> ReadTiffFromMemory(std::string_view bytes, const TiffReadOptions& options = {});
+
+struct TiffWriteOptions {
+  // Files whose pixel data would exceed this use BigTIFF (classic TIFF offsets are 32-bit).
+  uint64_t bigtiff_threshold_bytes = (uint64_t{4} << 30) - (uint64_t{64} << 20);
+  // Physical voxel size for the ImageJ description (0: not written).
+  double spacing_z = 0;
+};
+
+// Writes a stack slice by slice so that an output never has to be whole in memory. The file
+// appears at `path` only when Close() succeeds (written as path + ".part", then renamed).
+// Not thread-safe.
+class TiffWriter {
+ public:
+  static StatusOr<std::unique_ptr<TiffWriter>> Open(const std::string& path, VolumeShape shape,
+                                                   DType dtype,
+                                                   const TiffWriteOptions& options = {});
+  ~TiffWriter();  // without Close(): the partial file is deleted
+  TiffWriter(const TiffWriter&) = delete;
+  TiffWriter& operator=(const TiffWriter&) = delete;
+
+  // Appends the slices of `chunk` (same Y, X, C and dtype; any depth).
+  Status Append(const Volume& chunk);
+  // Fails unless exactly shape.z slices were appended.
+  Status Close();
+  bool bigtiff() const { return bigtiff_; }
+
+ private:
+  TiffWriter() = default;
+  struct State;
+  std::unique_ptr<State> state_;
+  bool bigtiff_ = false;
+};
+
+Status WriteTiff(const std::string& path, const Volume& volume,
+                 const TiffWriteOptions& options = {});
+
+}  // namespace idlegrid
+
+#endif  // IDLEGRID_SHARED_TIFF_IO_H_

@@ -1,0 +1,129 @@
+// Volume: a dense Z x Y x X x C image (channels interleaved, C fastest) of one sample type,
+// and slabs: Z ranges with halos that inference runs on independently and that stitch back
+// into exactly the original volume. No third-party dependencies (models-only builds use it).
+#ifndef IDLEGRID_SHARED_VOLUME_H_
+#define IDLEGRID_SHARED_VOLUME_H_
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "idlegrid/shared/status.h"
+
+namespace idlegrid {
+
+enum class DType { kUInt8, kUInt16, kFloat32 };
+
+size_t DTypeSize(DType dtype);
+const char* DTypeName(DType dtype);  // "uint8", "uint16", "float32"
+StatusOr<DType> ParseDType(const std::string& name);
+
+template <typename T> struct DTypeOf;
+template <> struct DTypeOf<uint8_t> { static constexpr DType value = DType::kUInt8; };
+template <> struct DTypeOf<uint16_t> { static constexpr DType value = DType::kUInt16; };
+template <> struct DTypeOf<float> { static constexpr DType value = DType::kFloat32; };
+
+struct VolumeShape {
+  int64_t z = 0, y = 0, x = 0, c = 1;
+  int64_t voxels() const { return z * y * x; }
+  int64_t elements() const { return z * y * x * c; }
+  bool operator==(const VolumeShape& o) const {
+    return z == o.z && y == o.y && x == o.x && c == o.c;
+  }
+  bool operator!=(const VolumeShape& o) const { return !(*this == o); }
+  std::string ToString() const;  // "64x128x128x1 (ZxYxXxC)"
+};
+
+// Limits on any one dimension; the product is bounded by memory, checked on Create.
+inline constexpr int64_t kMaxVolumeExtent = int64_t{1} << 20;
+inline constexpr int64_t kMaxVolumeChannels = 64;
+
+class Volume {
+ public:
+  Volume() = default;
+
+  // A zero-filled volume. INVALID_ARGUMENT for empty or oversize extents,
+  // RESOURCE_EXHAUSTED if it would hold more than max_bytes.
+  static StatusOr<Volume> Create(VolumeShape shape, DType dtype,
+                                 uint64_t max_bytes = uint64_t{1} << 40);
+
+  const VolumeShape& shape() const { return shape_; }
+  DType dtype() const { return dtype_; }
+  bool empty() const { return data_.empty(); }
+  size_t size_bytes() const { return data_.size(); }
+  size_t slice_bytes() const {
+    return static_cast<size_t>(shape_.y * shape_.x * shape_.c) * DTypeSize(dtype_);
+  }
+
+  uint8_t* bytes() { return data_.data(); }
+  const uint8_t* bytes() const { return data_.data(); }
+  uint8_t* slice_bytes_at(int64_t z) { return data_.data() + z * slice_bytes(); }
+  const uint8_t* slice_bytes_at(int64_t z) const { return data_.data() + z * slice_bytes(); }
+
+  // Typed access; T must match dtype() (checked).
+  template <typename T>
+  T* data() {
+    IDLEGRID_CHECK(DTypeOf<T>::value == dtype_);
+    return reinterpret_cast<T*>(data_.data());
+  }
+  template <typename T>
+  const T* data() const {
+    IDLEGRID_CHECK(DTypeOf<T>::value == dtype_);
+    return reinterpret_cast<const T*>(data_.data());
+  }
+  int64_t Index(int64_t z, int64_t y, int64_t x, int64_t c = 0) const {
+    return ((z * shape_.y + y) * shape_.x + x) * shape_.c + c;
+  }
+  template <typename T>
+  T& at(int64_t z, int64_t y, int64_t x, int64_t c = 0) {
+    return data<T>()[Index(z, y, x, c)];
+  }
+  template <typename T>
+  const T& at(int64_t z, int64_t y, int64_t x, int64_t c = 0) const {
+    return data<T>()[Index(z, y, x, c)];
+  }
+  // Value as float whatever the dtype (for statistics and conversion).
+  float GetAsFloat(int64_t element_index) const;
+
+  bool operator==(const Volume& o) const {
+    return shape_ == o.shape_ && dtype_ == o.dtype_ && data_ == o.data_;
+  }
+
+ private:
+  VolumeShape shape_;
+  DType dtype_ = DType::kUInt8;
+  std::vector<uint8_t> data_;
+};
+
+// A Z range of the output [z_begin, z_end) and how many slices of context to read on each
+// side. A slab volume holds slices [read_begin(), read_end()) of the whole volume.
+struct SlabRange {
+  int64_t z_begin = 0;
+  int64_t z_end = 1;
+  int64_t halo_before = 0;
+  int64_t halo_after = 0;
+
+  int64_t read_begin() const { return z_begin - halo_before; }
+  int64_t read_end() const { return z_end + halo_after; }
+  int64_t depth() const { return z_end - z_begin; }
+  bool operator==(const SlabRange& o) const {
+    return z_begin == o.z_begin && z_end == o.z_end && halo_before == o.halo_before &&
+           halo_after == o.halo_after;
+  }
+};
+
+// Splits [0, depth) into consecutive slabs of at most slab_depth slices (the last may be
+// shorter) with `halo` slices of context on each side, clipped to the volume.
+StatusOr<std::vector<SlabRange>> PlanSlabs(int64_t depth, int64_t slab_depth, int64_t halo);
+
+// Copies slices [slab.read_begin(), slab.read_end()) of `volume`.
+StatusOr<Volume> ExtractSlab(const Volume& volume, const SlabRange& slab);
+
+// Copies the core slices of `slab_volume` (as produced for `slab`, i.e. with its halos)
+// into `out` at [z_begin, z_end). Shapes other than Z and the dtype must match.
+Status StitchSlab(const Volume& slab_volume, const SlabRange& slab, Volume* out);
+
+}  // namespace idlegrid
+
+#endif  // IDLEGRID_SHARED_VOLUME_H_

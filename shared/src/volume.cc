@@ -1,0 +1,120 @@
+#include "idlegrid/shared/volume.h"
+#include <algorithm>
+
+namespace idlegrid {
+
+size_t DTypeSize(DType dtype) {
+  switch (dtype) {
+    case DType::kUInt8: return 1;
+    case DType::kUInt16: return 2;
+    case DType::kFloat32: return 4;
+  }
+  return 1;
+}
+
+const char* DTypeName(DType dtype) {
+  switch (dtype) {
+    case DType::kUInt8: return "uint8";
+    case DType::kUInt16: return "uint16";
+    case DType::kFloat32: return "float32";
+  }
+  return "?";
+}
+
+StatusOr<DType> ParseDType(const std::string& name) {
+  if (name == "uint8") return DType::kUInt8;
+  if (name == "uint16") return DType::kUInt16;
+  if (name == "float32") return DType::kFloat32;
+  return InvalidArgumentError("unknown sample type \"" + name +
+                              "\" (expected uint8, uint16 or float32)");
+}
+
+std::string VolumeShape::ToString() const {
+  return std::to_string(z) + "x" + std::to_string(y) + "x" + std::to_string(x) + "x" +
+         std::to_string(c) + " (ZxYxXxC)";
+}
+
+StatusOr<Volume> Volume::Create(VolumeShape shape, DType dtype, uint64_t max_bytes) {
+  auto bad = [](int64_t v, int64_t max) { return v < 1 || v > max; };
+  if (bad(shape.z, kMaxVolumeExtent) || bad(shape.y, kMaxVolumeExtent) ||
+      bad(shape.x, kMaxVolumeExtent) || bad(shape.c, kMaxVolumeChannels)) {
+    return InvalidArgumentError("invalid volume shape " + shape.ToString());
+  }
+  uint64_t bytes = DTypeSize(dtype);
+  bool overflow = false;
+  for (int64_t factor : {shape.z, shape.y, shape.x, shape.c}) {
+    overflow = overflow || __builtin_mul_overflow(bytes, static_cast<uint64_t>(factor), &bytes);
+  }
+  if (overflow || bytes > max_bytes) {
+    return ResourceExhaustedError("volume " + shape.ToString() + " of " + DTypeName(dtype) +
+                                  " exceeds the memory limit of " + std::to_string(max_bytes) +
+                                  " bytes");
+  }
+  Volume v;
+  v.shape_ = shape;
+  v.dtype_ = dtype;
+  v.data_.assign(static_cast<size_t>(bytes), 0);
+  return v;
+}
+
+float Volume::GetAsFloat(int64_t i) const {
+  switch (dtype_) {
+    case DType::kUInt8: return static_cast<float>(data_[static_cast<size_t>(i)]);
+    case DType::kUInt16: return static_cast<float>(data<uint16_t>()[i]);
+    case DType::kFloat32: return data<float>()[i];
+  }
+  return 0.0f;
+}
+
+StatusOr<std::vector<SlabRange>> PlanSlabs(int64_t depth, int64_t slab_depth, int64_t halo) {
+  if (depth < 1) return InvalidArgumentError("volume depth must be positive");
+  if (slab_depth < 1) return InvalidArgumentError("slab depth must be positive");
+  if (halo < 0) return InvalidArgumentError("halo must not be negative");
+  std::vector<SlabRange> slabs;
+  for (int64_t z = 0; z < depth; z += slab_depth) {
+    SlabRange s;
+    s.z_begin = z;
+    s.z_end = std::min(depth, z + slab_depth);
+    s.halo_before = std::min(halo, s.z_begin);
+    s.halo_after = std::min(halo, depth - s.z_end);
+    slabs.push_back(s);
+  }
+  return slabs;
+}
+
+StatusOr<Volume> ExtractSlab(const Volume& volume, const SlabRange& slab) {
+  if (slab.halo_before < 0 || slab.halo_after < 0 || slab.z_begin >= slab.z_end ||
+      slab.read_begin() < 0 || slab.read_end() > volume.shape().z) {
+    return OutOfRangeError("slab [" + std::to_string(slab.read_begin()) + ", " +
+                           std::to_string(slab.read_end()) + ") is outside a volume of depth " +
+                           std::to_string(volume.shape().z));
+  }
+  VolumeShape shape = volume.shape();
+  shape.z = slab.read_end() - slab.read_begin();
+  IDLEGRID_ASSIGN_OR_RETURN(Volume out, Volume::Create(shape, volume.dtype()));
+  std::memcpy(out.bytes(), volume.slice_bytes_at(slab.read_begin()), out.size_bytes());
+  return out;
+}
+
+Status StitchSlab(const Volume& slab_volume, const SlabRange& slab, Volume* out) {
+  const VolumeShape& s = slab_volume.shape();
+  const VolumeShape& o = out->shape();
+  if (s.y != o.y || s.x != o.x || s.c != o.c || slab_volume.dtype() != out->dtype()) {
+    return InvalidArgumentError("slab " + s.ToString() + " " + DTypeName(slab_volume.dtype()) +
+                                " does not fit volume " + o.ToString() + " " +
+                                DTypeName(out->dtype()));
+  }
+  if (s.z != slab.read_end() - slab.read_begin()) {
+    return InvalidArgumentError("slab volume has " + std::to_string(s.z) + " slices, expected " +
+                                std::to_string(slab.read_end() - slab.read_begin()));
+  }
+  if (slab.z_begin < 0 || slab.z_end > o.z || slab.z_begin >= slab.z_end) {
+    return OutOfRangeError("slab core [" + std::to_string(slab.z_begin) + ", " +
+                           std::to_string(slab.z_end) + ") is outside the output");
+  }
+  std::memcpy(out->slice_bytes_at(slab.z_begin), slab_volume.slice_bytes_at(slab.halo_before),
+              static_cast<size_t>(slab.depth()) * out->slice_bytes());
+  return Status::Ok();
+}
+
+}  // namespace idlegrid
