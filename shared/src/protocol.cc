@@ -240,9 +240,12 @@ StatusOr<WorkUnit> WorkUnit::FromJson(const Json& j, const std::string& where) {
   u.checkpoint_every_s = r.Int("checkpoint_every_s", 1, 86400);
   u.min_memory_bytes = r.Int("min_memory_bytes", 0, int64_t{1} << 50);
   u.needs_gpu = r.Bool("needs_gpu");
+  IDLEGRID_RETURN_IF_ERROR(r.status());  // before nested readers, so the first error wins
   if (u.kind == UnitKind::kTrainEpochs) {
     u.seed = r.Int("seed", 0, kMaxSeed);
-    JsonReader e(r.Object("epochs"), r.Path("epochs"));
+    const Json& epochs = r.Object("epochs");
+    IDLEGRID_RETURN_IF_ERROR(r.status());
+    JsonReader e(epochs, r.Path("epochs"));
     EpochRange range;
     range.begin = e.Int("begin", 0, kMaxEpochs - 1);
     range.end = e.Int("end", 1, kMaxEpochs);
@@ -251,7 +254,9 @@ StatusOr<WorkUnit> WorkUnit::FromJson(const Json& j, const std::string& where) {
     if (!st.ok()) return st;
     u.epochs = range;
   } else {
-    JsonReader s(r.Object("slab"), r.Path("slab"));
+    const Json& slab = r.Object("slab");
+    IDLEGRID_RETURN_IF_ERROR(r.status());
+    JsonReader s(slab, r.Path("slab"));
     SlabRange range;
     range.z_begin = s.Int("z_begin", 0, kMaxSlices - 1);
     range.z_end = s.Int("z_end", 1, kMaxSlices);
@@ -317,6 +322,7 @@ StatusOr<Heartbeat> Heartbeat::FromJson(const Json& j, const std::string& where)
   h.epoch = r.Int("epoch", 0, kMaxEpochs);
   h.message = r.String("message", kMaxMessageText, /*allow_empty=*/true);
   h.metrics = ReadMetrics(r, "metrics");
+  IDLEGRID_RETURN_IF_ERROR(r.status());
   if (r.Has("checkpoint")) {  // optional: only once a checkpoint exists
     StatusOr<BlobRef> ref = BlobRef::FromJson(r.Object("checkpoint"), r.Path("checkpoint"));
     if (!ref.ok()) return ref.status();

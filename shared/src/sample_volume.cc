@@ -134,10 +134,12 @@ StatusOr<MaterialsSample> GenerateMaterialsSample(const SampleOptions& o) {
 
   // Scribbles: brush strokes (random walks with momentum) on one slice, each dab kept
   // wholly inside one phase as a careful user would paint, until each phase has its share.
-  const int64_t z = out.label_slice, r = o.brush_radius;
+  // A user switches to a smaller brush for small features: phases where the brush does
+  // not fit (small inclusions) are painted with smaller radii.
+  const int64_t z = out.label_slice;
   uint8_t* scrib = out.scribbles.data<uint8_t>() + z * s.y * s.x;
   const uint8_t* tslice = truth + z * s.y * s.x;
-  auto disc_inside = [&](int64_t cy, int64_t cx, uint8_t phase) {
+  auto disc_inside = [&](int64_t cy, int64_t cx, int64_t r, uint8_t phase) {
     if (cy - r < 0 || cx - r < 0 || cy + r >= s.y || cx + r >= s.x) return false;
     for (int64_t dy = -r; dy <= r; ++dy)
       for (int64_t dx = -r; dx <= r; ++dx)
@@ -147,22 +149,24 @@ StatusOr<MaterialsSample> GenerateMaterialsSample(const SampleOptions& o) {
   for (uint8_t phase = 1; phase <= 3; ++phase) {
     const int64_t budget = o.labelled_pixels / 3;
     int64_t painted = 0;
-    for (int64_t attempt = 0; attempt < 20000 && painted < budget; ++attempt) {
-      int64_t cy = rng.Index(s.y), cx = rng.Index(s.x);
-      if (!disc_inside(cy, cx, phase)) continue;
-      double angle = rng.Uniform(0, 6.283185307179586);
-      double py = static_cast<double>(cy), px = static_cast<double>(cx);
-      for (int64_t step = 0; step < 200 && painted < budget; ++step) {
-        int64_t iy = std::lround(py), ix = std::lround(px);
-        if (!disc_inside(iy, ix, phase)) break;
-        for (int64_t dy = -r; dy <= r; ++dy)
-          for (int64_t dx = -r; dx <= r; ++dx) {
-            uint8_t& p = scrib[(iy + dy) * s.x + ix + dx];
-            if (dy * dy + dx * dx <= r * r && p == 0) p = phase, ++painted;
-          }
-        angle += rng.Uniform(-0.35, 0.35);
-        py += 1.5 * std::sin(angle);
-        px += 1.5 * std::cos(angle);
+    for (int64_t r = o.brush_radius; r >= 0 && painted < budget; --r) {
+      for (int64_t attempt = 0; attempt < 5000 && painted < budget; ++attempt) {
+        int64_t cy = rng.Index(s.y), cx = rng.Index(s.x);
+        if (!disc_inside(cy, cx, r, phase)) continue;
+        double angle = rng.Uniform(0, 6.283185307179586);
+        double py = static_cast<double>(cy), px = static_cast<double>(cx);
+        for (int64_t step = 0; step < 200 && painted < budget; ++step) {
+          int64_t iy = std::lround(py), ix = std::lround(px);
+          if (!disc_inside(iy, ix, r, phase)) break;
+          for (int64_t dy = -r; dy <= r; ++dy)
+            for (int64_t dx = -r; dx <= r; ++dx) {
+              uint8_t& p = scrib[(iy + dy) * s.x + ix + dx];
+              if (dy * dy + dx * dx <= r * r && p == 0) p = phase, ++painted;
+            }
+          angle += rng.Uniform(-0.35, 0.35);
+          py += 1.5 * std::sin(angle);
+          px += 1.5 * std::cos(angle);
+        }
       }
     }
   }

@@ -38,6 +38,7 @@ class JsonReader {
  public:
   // `where` prefixes field names in errors; `value` must outlive the reader.
   JsonReader(const Json& value, std::string where);
+  JsonReader(Json&&, std::string) = delete;  // would dangle: the reader keeps a reference
 
   bool Has(const std::string& key) const;
   std::string String(const std::string& key, size_t max_len, bool allow_empty = false);
@@ -58,6 +59,8 @@ class JsonReader {
   const std::string& where() const { return where_; }
   std::string Path(const std::string& key) const;
 
+  // The first error so far (unknown fields are only found by Finish).
+  const Status& status() const { return status_; }
   // OK, or the first error; includes unknown fields.
   Status Finish();
 

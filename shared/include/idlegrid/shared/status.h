@@ -99,10 +99,11 @@ class [[nodiscard]] StatusOr {
   // Accessing the value of a non-OK StatusOr is a programmer error and aborts.
   const T& value() const& { CheckOk(); return std::get<T>(v_); }
   T& value() & { CheckOk(); return std::get<T>(v_); }
-  T&& value() && { CheckOk(); return std::get<T>(std::move(v_)); }
+  // By value, so that `for (auto& x : F().value())` does not dangle.
+  T value() && { CheckOk(); return std::get<T>(std::move(v_)); }
   const T& operator*() const& { return value(); }
   T& operator*() & { return value(); }
-  T&& operator*() && { return std::move(*this).value(); }
+  T operator*() && { return std::move(*this).value(); }
   const T* operator->() const { return &value(); }
   T* operator->() { return &value(); }
 

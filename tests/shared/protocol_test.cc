@@ -1,0 +1,172 @@
+#include "idlegrid/shared/protocol.h"
+
+#include <catch2/catch.hpp>
+
+#include "protocol_fixtures.h"
+
+namespace idlegrid {
+namespace {
+
+using testing::MakeBlob;
+using testing::MakeSlabUnit;
+using testing::MakeTrainUnit;
+
+// Serialises, re-parses from text, and checks equality.
+template <typename M>
+void CheckRoundTrip(const M& m) {
+  StatusOr<std::string> text = CanonicalJson(m.ToJson());
+  REQUIRE(text.ok());
+  StatusOr<M> back = ParseMessage<M>(*text);
+  INFO(*text);
+  REQUIRE(back.ok());
+  CHECK(*back == m);
+}
+
+// Applies `edit` to the JSON of a valid unit and returns the parse error message.
+template <typename M, typename Edit>
+std::string ErrorAfter(const M& m, Edit edit) {
+  Json j = m.ToJson();
+  edit(j);
+  StatusOr<M> r = M::FromJson(j);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == StatusCode::kInvalidArgument);
+  return r.status().message();
+}
+
+TEST_CASE("every message round-trips through canonical JSON", "[protocol]") {
+  CheckRoundTrip(MakeTrainUnit());
+  CheckRoundTrip(MakeSlabUnit());
+
+  BlobRef b = MakeBlob('e', 77);
+  b.url = "/api/v1/blobs/" + b.sha256;
+  Json bj = b.ToJson();
+  StatusOr<BlobRef> bb = BlobRef::FromJson(bj);
+  REQUIRE(bb.ok());
+  CHECK(*bb == b);
+
+  NodeInfo n;
+  n.hostname = "lab-pc-3";
+  n.os = "Linux 6.1 x86_64";
+  n.version = "0.1.0";
+  n.cores = 16;
+  n.ram_bytes = int64_t{64} << 30;
+  n.gpus.push_back({"NVIDIA RTX A4000", int64_t{16} << 30});
+  CheckRoundTrip(n);
+
+  Job job;
+  job.job_id = "job-1";
+  job.kind = JobKind::kSweep;
+  job.name = "fib-sem pores";
+  job.submitted_at = 1790000000;
+  job.inputs["image"] = MakeBlob('1', 10);
+  job.config = Json{{"candidates", 4}};
+  CheckRoundTrip(job);
+
+  Lease lease{"l-1", "u-1", "n-1", 100, 400};
+  CheckRoundTrip(lease);
+
+  Heartbeat hb;
+  hb.lease_id = "l-1";
+  hb.node_id = "n-1";
+  hb.progress = 0.25;
+  hb.epoch = 3;
+  hb.message = "epoch 3/12";
+  hb.metrics = {{"loss", 0.125}, {"dice_1", 0.75}};
+  CheckRoundTrip(hb);
+  hb.checkpoint = MakeBlob('f', 1234);
+  CheckRoundTrip(hb);
+
+  HeartbeatReply reply{HeartbeatAction::kAbort, 500, "job cancelled"};
+  CheckRoundTrip(reply);
+
+  Result res;
+  res.lease_id = "l-1";
+  res.unit_id = "u-1";
+  res.node_id = "n-1";
+  res.outputs["checkpoint"] = MakeBlob('9', 4096);
+  res.metrics = {{"val_dice", 0.875}};
+  res.epochs_done = 4;
+  res.elapsed_s = 93.5;
+  CheckRoundTrip(res);
+}
+
+TEST_CASE("WorkUnit rejects unknown, missing and mistyped fields", "[protocol]") {
+  WorkUnit u = MakeTrainUnit();
+  CHECK(ErrorAfter(u, [](Json& j) { j["surprise"] = 1; }) == "unit.surprise: unknown field");
+  CHECK(ErrorAfter(u, [](Json& j) { j.erase("threads"); }) == "unit.threads: missing field");
+  CHECK(ErrorAfter(u, [](Json& j) { j["threads"] = "2"; }) ==
+        "unit.threads: expected integer, got string");
+  CHECK(ErrorAfter(u, [](Json& j) { j["threads"] = 0; }) == "unit.threads: out of range [1, 1024]");
+  CHECK(ErrorAfter(u, [](Json& j) { j["needs_gpu"] = 1; }) ==
+        "unit.needs_gpu: expected boolean, got integer");
+  CHECK(ErrorAfter(u, [](Json& j) { j["unit_id"] = std::string(65, 'a'); })
+            .find("exceeds the limit of 64") != std::string::npos);
+  CHECK(ErrorAfter(u, [](Json& j) { j["unit_id"] = "../etc"; })
+            .find("unit.unit_id: must be") != std::string::npos);
+  CHECK(ErrorAfter(u, [](Json& j) { j["kind"] = "run_shell"; })
+            .find("unknown value \"run_shell\"") != std::string::npos);
+  CHECK(ErrorAfter(u, [](Json& j) { j["schema"] = 2; })
+            .find("unsupported schema version 2") != std::string::npos);
+  CHECK(ErrorAfter(u, [](Json& j) { j["seed"] = int64_t{1} << 60; })
+            .find("unit.seed: out of range") != std::string::npos);
+}
+
+TEST_CASE("WorkUnit checks kind-specific ranges", "[protocol]") {
+  WorkUnit t = MakeTrainUnit();
+  CHECK(ErrorAfter(t, [](Json& j) { j["epochs"]["end"] = 4; }) ==
+        "unit.epochs.end: must be greater than begin");
+  CHECK(ErrorAfter(t, [](Json& j) { j.erase("epochs"); }) == "unit.epochs: missing field");
+  CHECK(ErrorAfter(t, [](Json& j) { j["slab"] = Json::object(); }) == "unit.slab: unknown field");
+
+  WorkUnit s = MakeSlabUnit();
+  CHECK(ErrorAfter(s, [](Json& j) { j["slab"]["halo_before"] = 17; })
+            .find("unit.slab.halo_before: out of range [0, 16]") != std::string::npos);
+  CHECK(ErrorAfter(s, [](Json& j) { j["slab"]["z_end"] = 16; }) ==
+        "unit.slab.z_end: must be greater than z_begin");
+  CHECK(ErrorAfter(s, [](Json& j) { j["seed"] = 1; }) == "unit.seed: unknown field");
+  CHECK(ErrorAfter(s, [](Json& j) { j["slab"]["extra"] = 1; }) == "unit.slab.extra: unknown field");
+}
+
+TEST_CASE("blob references and names are validated", "[protocol]") {
+  WorkUnit u = MakeTrainUnit();
+  CHECK(ErrorAfter(u, [](Json& j) { j["inputs"]["image"]["sha256"] = std::string(64, 'A'); })
+            .find("unit.inputs.image.sha256: must be a SHA-256 digest") != std::string::npos);
+  CHECK(ErrorAfter(u, [](Json& j) { j["inputs"]["image"]["size"] = -1; })
+            .find("unit.inputs.image.size: out of range") != std::string::npos);
+  CHECK(ErrorAfter(u, [](Json& j) { j["inputs"]["../x"] = j["inputs"]["image"]; })
+            .find("invalid name \"../x\"") != std::string::npos);
+  CHECK(ErrorAfter(u, [](Json& j) { j["inputs"]["image"]["url"] = std::string(3000, 'u'); })
+            .find("exceeds the limit") != std::string::npos);
+}
+
+TEST_CASE("oversize configurations are refused", "[protocol]") {
+  WorkUnit u = MakeTrainUnit();
+  CHECK(ErrorAfter(u, [](Json& j) { j["config"]["blob"] = std::string(300 * 1024, 'x'); })
+            .find("exceeds the limit of 262144") != std::string::npos);
+  CHECK(ErrorAfter(u, [](Json& j) { j["config"] = Json::array(); }) ==
+        "unit.config: expected object, got array");
+}
+
+TEST_CASE("heartbeat and result numbers are range-checked", "[protocol]") {
+  Heartbeat hb;
+  hb.lease_id = "l";
+  hb.node_id = "n";
+  CHECK(ErrorAfter(hb, [](Json& j) { j["progress"] = 1.5; })
+            .find("heartbeat.progress: out of range") != std::string::npos);
+  CHECK(ErrorAfter(hb, [](Json& j) { j["metrics"]["loss"] = "low"; })
+            .find("metric \"loss\" must be a number") != std::string::npos);
+  Lease lease{"l", "u", "n", 100, 50};
+  Json lj = lease.ToJson();
+  CHECK(Lease::FromJson(lj).status().message() ==
+        "lease.deadline: must not be before issued_at");
+}
+
+TEST_CASE("ParseMessage reports syntax errors as INVALID_ARGUMENT", "[protocol]") {
+  StatusOr<WorkUnit> r = ParseMessage<WorkUnit>("{\"schema\":1,");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == StatusCode::kInvalidArgument);
+  CHECK(r.status().message().find("malformed JSON") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace idlegrid

@@ -1,0 +1,296 @@
+#include "idlegrid/shared/tiff_io.h"
+
+#include <filesystem>
+#include <regex>
+
+#include <catch2/catch.hpp>
+#include <tiffio.h>
+
+#include "test_util.h"
+
+namespace idlegrid {
+namespace {
+
+using testing::TempDir;
+
+template <typename T>
+Volume Pattern(VolumeShape shape, DType dtype) {
+  Volume v = Volume::Create(shape, dtype).value();
+  T* d = v.data<T>();
+  for (int64_t i = 0; i < shape.elements(); ++i) {
+    d[i] = static_cast<T>(dtype == DType::kFloat32 ? i * 0.25 - 3.5 : (i * 37 + 11) % 60000);
+  }
+  return v;
+}
+
+int CountMatches(const std::string& text, const std::string& pattern) {
+  std::regex re(pattern);
+  return static_cast<int>(std::distance(std::sregex_iterator(text.begin(), text.end(), re),
+                                        std::sregex_iterator()));
+}
+
+// Writes pages with libtiff directly, to test files we did not write ourselves.
+struct RawPage {
+  uint32_t width, height;
+  uint16_t bits, format, spp = 1, compression = COMPRESSION_NONE;
+  bool tiled = false;
+};
+void WriteRaw(const std::string& path, const std::vector<RawPage>& pages) {
+  TIFF* tif = TIFFOpen(path.c_str(), "w");
+  REQUIRE(tif != nullptr);
+  for (const RawPage& p : pages) {
+    TIFFSetField(tif, TIFFTAG_IMAGEWIDTH, p.width);
+    TIFFSetField(tif, TIFFTAG_IMAGELENGTH, p.height);
+    TIFFSetField(tif, TIFFTAG_BITSPERSAMPLE, p.bits);
+    TIFFSetField(tif, TIFFTAG_SAMPLEFORMAT, p.format);
+    TIFFSetField(tif, TIFFTAG_SAMPLESPERPIXEL, p.spp);
+    TIFFSetField(tif, TIFFTAG_PHOTOMETRIC, p.spp == 3 ? PHOTOMETRIC_RGB : PHOTOMETRIC_MINISBLACK);
+    TIFFSetField(tif, TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG);
+    TIFFSetField(tif, TIFFTAG_COMPRESSION, p.compression);
+    size_t row = static_cast<size_t>(p.width) * p.spp * (p.bits / 8);
+    std::vector<uint8_t> image(row * p.height);
+    for (size_t i = 0; i < image.size(); ++i) image[i] = static_cast<uint8_t>(i * 13 + 1);
+    if (p.tiled) {
+      TIFFSetField(tif, TIFFTAG_TILEWIDTH, 16u);
+      TIFFSetField(tif, TIFFTAG_TILELENGTH, 16u);
+      std::vector<uint8_t> tile(16 * 16 * p.spp * (p.bits / 8));
+      for (uint32_t ty = 0; ty < p.height; ty += 16) {
+        for (uint32_t tx = 0; tx < p.width; tx += 16) {
+          std::fill(tile.begin(), tile.end(), 0);
+          for (uint32_t r = 0; r < 16 && ty + r < p.height; ++r) {
+            size_t n = std::min<size_t>(16, p.width - tx) * p.spp * (p.bits / 8);
+            std::memcpy(tile.data() + r * 16 * p.spp * (p.bits / 8),
+                        image.data() + (ty + r) * row + tx * p.spp * (p.bits / 8), n);
+          }
+          TIFFWriteTile(tif, tile.data(), tx, ty, 0, 0);
+        }
+      }
+    } else {
+      TIFFSetField(tif, TIFFTAG_ROWSPERSTRIP, 5u);
+      for (uint32_t y = 0; y < p.height; ++y) TIFFWriteScanline(tif, image.data() + y * row, y, 0);
+    }
+    TIFFWriteDirectory(tif);
+  }
+  TIFFClose(tif);
+}
+
+TEST_CASE("stacks of each sample type round-trip exactly", "[tiff]") {
+  TempDir dir;
+  Volume u8 = Pattern<uint8_t>({5, 17, 23, 1}, DType::kUInt8);
+  Volume u16 = Pattern<uint16_t>({4, 9, 31, 1}, DType::kUInt16);
+  Volume f32 = Pattern<float>({3, 8, 8, 1}, DType::kFloat32);
+  for (const Volume* v : {&u8, &u16, &f32}) {
+    std::string path = dir / (std::string(DTypeName(v->dtype())) + ".tif");
+    REQUIRE(WriteTiff(path, *v).ok());
+    StatusOr<Volume> back = ReadTiff(path);
+    REQUIRE(back.ok());
+    CHECK(*back == *v);
+    TiffInfo info = ProbeTiff(path).value();
+    CHECK(info.shape == v->shape());
+    CHECK(info.dtype == v->dtype());
+    CHECK(info.imagej);
+    CHECK_FALSE(info.bigtiff);
+    CHECK_FALSE(std::filesystem::exists(path + ".part"));
+  }
+}
+
+TEST_CASE("an independent reader (tiffinfo) sees an ImageJ stack of the right shape", "[tiff]") {
+  TempDir dir;
+  Volume v = Pattern<uint16_t>({6, 20, 30, 1}, DType::kUInt16);
+  REQUIRE(WriteTiff(dir / "stack.tif", v).ok());
+  int rc = -1;
+  std::string info = testing::RunCommand("tiffinfo " + (dir / "stack.tif") + " 2>&1", &rc);
+  REQUIRE(rc == 0);
+  CHECK(CountMatches(info, "TIFF Directory at offset") == 6);
+  CHECK(CountMatches(info, "Image Width: 30 Image Length: 20") == 6);
+  CHECK(CountMatches(info, "Bits/Sample: 16") == 6);
+  CHECK(info.find("ImageJ=") != std::string::npos);
+  CHECK(info.find("images=6") != std::string::npos);
+  CHECK(info.find("slices=6") != std::string::npos);
+
+  Volume f = Pattern<float>({2, 4, 4, 1}, DType::kFloat32);
+  REQUIRE(WriteTiff(dir / "float.tif", f).ok());
+  std::string finfo = testing::RunCommand("tiffinfo " + (dir / "float.tif") + " 2>&1");
+  CHECK(CountMatches(finfo, "Sample Format: IEEE floating point") == 2);
+}
+
+TEST_CASE("channels are written as an ImageJ hyperstack and read back interleaved", "[tiff]") {
+  TempDir dir;
+  Volume v = Pattern<uint8_t>({3, 6, 7, 2}, DType::kUInt8);
+  REQUIRE(WriteTiff(dir / "c.tif", v).ok());
+  std::string info = testing::RunCommand("tiffinfo " + (dir / "c.tif") + " 2>&1");
+  CHECK(CountMatches(info, "TIFF Directory at offset") == 6);  // Z * C pages
+  CHECK(info.find("channels=2") != std::string::npos);
+  CHECK(info.find("hyperstack=true") != std::string::npos);
+  StatusOr<Volume> back = ReadTiff(dir / "c.tif");
+  REQUIRE(back.ok());
+  CHECK(*back == v);
+  CHECK(back->at<uint8_t>(2, 5, 6, 1) == v.at<uint8_t>(2, 5, 6, 1));
+}
+
+TEST_CASE("BigTIFF is chosen past the threshold and reads back", "[tiff]") {
+  TempDir dir;
+  Volume v = Pattern<uint16_t>({4, 16, 16, 1}, DType::kUInt16);
+  TiffWriteOptions options;
+  options.bigtiff_threshold_bytes = 1000;  // stands in for 4 GiB
+  auto w = TiffWriter::Open(dir / "big.tif", v.shape(), v.dtype(), options).value();
+  CHECK(w->bigtiff());
+  REQUIRE(w->Append(v).ok());
+  REQUIRE(w->Close().ok());
+  std::string header = testing::Slurp(dir / "big.tif").substr(0, 4);
+  CHECK(header == std::string("II\x2b\x00", 4));  // BigTIFF magic (43)
+  TiffInfo info = ProbeTiff(dir / "big.tif").value();
+  CHECK(info.bigtiff);
+  CHECK(ReadTiff(dir / "big.tif").value() == v);
+  CHECK_FALSE(TiffWriter::Open(dir / "small.tif", v.shape(), v.dtype()).value()->bigtiff());
+}
+
+TEST_CASE("a Z range reads only those slices", "[tiff]") {
+  TempDir dir;
+  Volume v = Pattern<uint16_t>({10, 8, 9, 1}, DType::kUInt16);
+  REQUIRE(WriteTiff(dir / "s.tif", v).ok());
+  TiffReadOptions range;
+  range.z_begin = 3;
+  range.z_end = 7;
+  Volume part = ReadTiff(dir / "s.tif", range).value();
+  CHECK(part.shape().z == 4);
+  CHECK(part == ExtractSlab(v, SlabRange{3, 7, 0, 0}).value());
+  range.z_end = 11;
+  CHECK(ReadTiff(dir / "s.tif", range).status().code() == StatusCode::kOutOfRange);
+  TiffReadOptions tiny;
+  tiny.max_bytes = 100;
+  CHECK(ReadTiff(dir / "s.tif", tiny).status().code() == StatusCode::kResourceExhausted);
+}
+
+TEST_CASE("streaming writes appear only when complete", "[tiff]") {
+  TempDir dir;
+  Volume v = Pattern<uint8_t>({6, 5, 5, 1}, DType::kUInt8);
+  {
+    auto w = TiffWriter::Open(dir / "out.tif", v.shape(), v.dtype()).value();
+    REQUIRE(w->Append(ExtractSlab(v, SlabRange{0, 2, 0, 0}).value()).ok());
+    CHECK_FALSE(std::filesystem::exists(dir / "out.tif"));
+    CHECK(w->Close().code() == StatusCode::kFailedPrecondition);  // 2 of 6 slices
+  }
+  CHECK_FALSE(std::filesystem::exists(dir / "out.tif"));
+  CHECK_FALSE(std::filesystem::exists(dir / "out.tif.part"));
+  auto w = TiffWriter::Open(dir / "out.tif", v.shape(), v.dtype()).value();
+  for (const SlabRange& s : PlanSlabs(6, 4, 0).value()) {
+    REQUIRE(w->Append(ExtractSlab(v, s).value()).ok());
+  }
+  Volume wrong = Volume::Create({1, 5, 5, 1}, DType::kUInt16).value();
+  CHECK(w->Append(wrong).code() == StatusCode::kInvalidArgument);
+  CHECK(w->Append(ExtractSlab(v, SlabRange{0, 1, 0, 0}).value()).code() ==
+        StatusCode::kOutOfRange);
+  REQUIRE(w->Close().ok());
+  CHECK(ReadTiff(dir / "out.tif").value() == v);
+}
+
+TEST_CASE("truncated files are DATA_LOSS, never a short volume", "[tiff]") {
+  TempDir dir;
+  Volume v = Pattern<uint16_t>({8, 32, 32, 1}, DType::kUInt16);
+  REQUIRE(WriteTiff(dir / "full.tif", v).ok());
+  std::string bytes = testing::Slurp(dir / "full.tif");
+  for (double fraction : {0.3, 0.5, 0.9, 0.999}) {
+    std::string cut = bytes.substr(0, static_cast<size_t>(bytes.size() * fraction));
+    testing::Spit(dir / "cut.tif", cut);
+    StatusOr<Volume> r = ReadTiff(dir / "cut.tif");
+    INFO(fraction << ": " << r.status().ToString());
+    REQUIRE_FALSE(r.ok());
+    CHECK((r.status().code() == StatusCode::kDataLoss ||
+           r.status().code() == StatusCode::kInvalidArgument));
+    CHECK_FALSE(ReadTiffFromMemory(cut).ok());
+  }
+  // The directory is intact but its strip points past the end of the file.
+  Volume one = Pattern<uint8_t>({1, 64, 64, 1}, DType::kUInt8);
+  REQUIRE(WriteTiff(dir / "one.tif", one).ok());
+  std::string b1 = testing::Slurp(dir / "one.tif");
+  auto u32 = [&](size_t at) {
+    uint32_t word;
+    std::memcpy(&word, b1.data() + at, 4);
+    return word;
+  };
+  uint32_t ifd = u32(4);
+  uint16_t entries;
+  std::memcpy(&entries, b1.data() + ifd, 2);
+  bool patched = false;
+  for (uint16_t e = 0; e < entries; ++e) {
+    size_t entry = ifd + 2 + 12u * e;
+    uint16_t tag;
+    std::memcpy(&tag, b1.data() + entry, 2);
+    if (tag == TIFFTAG_STRIPOFFSETS) {
+      uint32_t past = static_cast<uint32_t>(b1.size() - 100);
+      std::memcpy(b1.data() + entry + 8, &past, 4);
+      patched = true;
+    }
+  }
+  REQUIRE(patched);
+  testing::Spit(dir / "short_strip.tif", b1);
+  StatusOr<Volume> short_strip = ReadTiff(dir / "short_strip.tif");
+  CHECK(short_strip.status().code() == StatusCode::kDataLoss);
+  CHECK(short_strip.status().message().find("strip 0 is missing or truncated") != std::string::npos);
+}
+
+TEST_CASE("non-TIFF and missing files give clear errors", "[tiff]") {
+  TempDir dir;
+  testing::Spit(dir / "text.tif", "this is not an image");
+  StatusOr<Volume> r = ReadTiff(dir / "text.tif");
+  CHECK(r.status().code() == StatusCode::kInvalidArgument);
+  CHECK(r.status().message().find("not a TIFF") != std::string::npos);
+  CHECK(ReadTiff(dir / "absent.tif").status().code() == StatusCode::kNotFound);
+  CHECK(ReadTiffFromMemory("").status().code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("foreign TIFFs: tiles, compression and RGB samples are read", "[tiff]") {
+  TempDir dir;
+  WriteRaw(dir / "tiled.tif", {{40, 35, 8, SAMPLEFORMAT_UINT, 1, COMPRESSION_NONE, true},
+                               {40, 35, 8, SAMPLEFORMAT_UINT, 1, COMPRESSION_NONE, true}});
+  WriteRaw(dir / "striped.tif", {{40, 35, 8, SAMPLEFORMAT_UINT, 1, COMPRESSION_LZW, false},
+                                 {40, 35, 8, SAMPLEFORMAT_UINT, 1, COMPRESSION_ADOBE_DEFLATE, false}});
+  Volume tiled = ReadTiff(dir / "tiled.tif").value();
+  Volume striped = ReadTiff(dir / "striped.tif").value();
+  CHECK(tiled.shape() == VolumeShape{2, 35, 40, 1});
+  CHECK(tiled == striped);  // same pixels whatever the layout and compression
+  CHECK(tiled.at<uint8_t>(0, 0, 1) == 14);
+
+  WriteRaw(dir / "rgb.tif", {{10, 10, 8, SAMPLEFORMAT_UINT, 3}});
+  Volume rgb = ReadTiff(dir / "rgb.tif").value();
+  CHECK(rgb.shape() == VolumeShape{1, 10, 10, 3});
+  CHECK(rgb.at<uint8_t>(0, 0, 0, 2) == 27);
+}
+
+TEST_CASE("unsupported and inconsistent TIFFs are refused with a reason", "[tiff]") {
+  TempDir dir;
+  WriteRaw(dir / "int16.tif", {{8, 8, 16, SAMPLEFORMAT_INT}});
+  StatusOr<Volume> r = ReadTiff(dir / "int16.tif");
+  CHECK(r.status().code() == StatusCode::kUnimplemented);
+  CHECK(r.status().message().find("16-bit signed integer") != std::string::npos);
+
+  WriteRaw(dir / "mixed.tif", {{8, 8, 8, SAMPLEFORMAT_UINT}, {9, 8, 8, SAMPLEFORMAT_UINT}});
+  StatusOr<Volume> m = ReadTiff(dir / "mixed.tif");
+  CHECK(m.status().code() == StatusCode::kInvalidArgument);
+  CHECK(m.status().message().find("unlike the first page") != std::string::npos);
+}
+
+TEST_CASE("an ImageJ description that disagrees with the pages is DATA_LOSS", "[tiff]") {
+  TempDir dir;
+  Volume v = Pattern<uint8_t>({4, 4, 4, 1}, DType::kUInt8);
+  REQUIRE(WriteTiff(dir / "v.tif", v).ok());
+  std::string bytes = testing::Slurp(dir / "v.tif");
+  size_t at = bytes.find("images=4");
+  REQUIRE(at != std::string::npos);
+  bytes[at + 7] = '9';
+  testing::Spit(dir / "lie.tif", bytes);
+  StatusOr<Volume> r = ReadTiff(dir / "lie.tif");
+  CHECK(r.status().code() == StatusCode::kDataLoss);
+  CHECK(r.status().message().find("truncated") != std::string::npos);
+}
+
+TEST_CASE("memory and file readers agree", "[tiff]") {
+  TempDir dir;
+  Volume v = Pattern<float>({3, 7, 5, 2}, DType::kFloat32);
+  REQUIRE(WriteTiff(dir / "m.tif", v).ok());
+  CHECK(ReadTiffFromMemory(testing::Slurp(dir / "m.tif")).value() == v);
+}
+
+}  // namespace
+}  // namespace idlegrid
