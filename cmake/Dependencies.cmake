@@ -4,13 +4,15 @@
 
 find_package(Threads REQUIRED)
 
-# LibTorch: models/ needs it in every build.
+# LibTorch: models/ needs it in every build that has models/.
+if(IDLEGRID_MODELS OR IDLEGRID_MODELS_ONLY)
 find_package(Torch REQUIRED)
 # TorchConfig puts its flags in TORCH_CXX_FLAGS; the imported target already carries them.
 if(NOT TARGET idlegrid_torch)
   add_library(idlegrid_torch INTERFACE)
   target_link_libraries(idlegrid_torch INTERFACE ${TORCH_LIBRARIES})
   target_include_directories(idlegrid_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+endif()
 endif()
 
 if(IDLEGRID_MODELS_ONLY)

@@ -27,6 +27,7 @@ struct TiffErrors {
   std::string text;
 };
 
+__attribute__((format(printf, 4, 0)))
 int OnTiffError(TIFF*, void* user, const char* module, const char* fmt, va_list ap) {
   auto* errors = static_cast<TiffErrors*>(user);
   char buf[512];
@@ -279,7 +280,8 @@ StatusOr<Volume> ReadStack(TIFF* tif, TiffErrors* errors, const TiffReadOptions&
   }
   VolumeShape shape = l.shape;
   shape.z = z_end - options.z_begin;
-  IDLEGRID_ASSIGN_OR_RETURN(Volume vol, Volume::Create(shape, l.dtype, options.max_bytes));
+  IDLEGRID_ASSIGN_OR_RETURN(Volume vol,
+                            Volume::CreateUninitialized(shape, l.dtype, options.max_bytes));
 
   const int64_t pages_per_slice = l.channels_as_pages ? l.channels : 1;
   const size_t elem = DTypeSize(l.dtype);

@@ -35,6 +35,13 @@ std::string VolumeShape::ToString() const {
 }
 
 StatusOr<Volume> Volume::Create(VolumeShape shape, DType dtype, uint64_t max_bytes) {
+  IDLEGRID_ASSIGN_OR_RETURN(Volume v, CreateUninitialized(shape, dtype, max_bytes));
+  std::memset(v.data_.data(), 0, v.data_.size());
+  return v;
+}
+
+StatusOr<Volume> Volume::CreateUninitialized(VolumeShape shape, DType dtype,
+                                             uint64_t max_bytes) {
   auto bad = [](int64_t v, int64_t max) { return v < 1 || v > max; };
   if (bad(shape.z, kMaxVolumeExtent) || bad(shape.y, kMaxVolumeExtent) ||
       bad(shape.x, kMaxVolumeExtent) || bad(shape.c, kMaxVolumeChannels)) {
@@ -53,7 +60,7 @@ StatusOr<Volume> Volume::Create(VolumeShape shape, DType dtype, uint64_t max_byt
   Volume v;
   v.shape_ = shape;
   v.dtype_ = dtype;
-  v.data_.assign(static_cast<size_t>(bytes), 0);
+  v.data_.resize(static_cast<size_t>(bytes));
   return v;
 }
 
@@ -91,7 +98,7 @@ StatusOr<Volume> ExtractSlab(const Volume& volume, const SlabRange& slab) {
   }
   VolumeShape shape = volume.shape();
   shape.z = slab.read_end() - slab.read_begin();
-  IDLEGRID_ASSIGN_OR_RETURN(Volume out, Volume::Create(shape, volume.dtype()));
+  IDLEGRID_ASSIGN_OR_RETURN(Volume out, Volume::CreateUninitialized(shape, volume.dtype()));
   std::memcpy(out.bytes(), volume.slice_bytes_at(slab.read_begin()), out.size_bytes());
   return out;
 }

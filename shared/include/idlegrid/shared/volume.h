@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -39,6 +41,29 @@ struct VolumeShape {
 inline constexpr int64_t kMaxVolumeExtent = int64_t{1} << 20;
 inline constexpr int64_t kMaxVolumeChannels = 64;
 
+namespace internal {
+// Leaves new elements uninitialised on resize(): filling a volume that is about to be
+// overwritten (from a file, a slab) costs as much as reading it.
+template <typename T>
+struct NoInitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = NoInitAllocator<U>;
+  };
+  NoInitAllocator() = default;
+  template <typename U>
+  NoInitAllocator(const NoInitAllocator<U>&) noexcept {}  // NOLINT
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+}  // namespace internal
+
 class Volume {
  public:
   Volume() = default;
@@ -47,6 +72,9 @@ class Volume {
   // RESOURCE_EXHAUSTED if it would hold more than max_bytes.
   static StatusOr<Volume> Create(VolumeShape shape, DType dtype,
                                  uint64_t max_bytes = uint64_t{1} << 40);
+  // The same with unspecified contents, for callers that overwrite every byte.
+  static StatusOr<Volume> CreateUninitialized(VolumeShape shape, DType dtype,
+                                              uint64_t max_bytes = uint64_t{1} << 40);
 
   const VolumeShape& shape() const { return shape_; }
   DType dtype() const { return dtype_; }
@@ -93,7 +121,7 @@ class Volume {
  private:
   VolumeShape shape_;
   DType dtype_ = DType::kUInt8;
-  std::vector<uint8_t> data_;
+  std::vector<uint8_t, internal::NoInitAllocator<uint8_t>> data_;
 };
 
 // A Z range of the output [z_begin, z_end) and how many slices of context to read on each
