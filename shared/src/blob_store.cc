@@ -152,29 +152,10 @@ StatusOr<BlobRef> BlobStore::Put(std::string_view data, const std::string& expec
 
 StatusOr<BlobRef> BlobStore::PutFile(const std::string& path,
                                      const std::string& expected_sha256) const {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError("cannot open " + path, errno);
-  StatusOr<std::unique_ptr<Writer>> w = NewWriter(expected_sha256);
-  if (!w.ok()) {
-    ::close(fd);
-    return w.status();
-  }
-  std::vector<char> buf(1 << 20);
-  Status st;
-  for (;;) {
-    ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      st = ErrnoError("cannot read " + path, errno);
-      break;
-    }
-    if (n == 0) break;
-    st = (*w)->Append(buf.data(), static_cast<size_t>(n));
-    if (!st.ok()) break;
-  }
-  ::close(fd);
-  IDLEGRID_RETURN_IF_ERROR(st);
-  return (*w)->Commit();
+  IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<Writer> w, NewWriter(expected_sha256));
+  IDLEGRID_RETURN_IF_ERROR(ForEachChunk(
+      path, 1 << 20, [&](const char* data, size_t n) { return w->Append(data, n); }));
+  return w->Commit();
 }
 
 bool BlobStore::Has(const std::string& sha256) const { return PathOf(sha256).ok(); }

@@ -107,25 +107,11 @@ std::string Sha256Hex(std::string_view data) {
 }
 
 StatusOr<std::string> Sha256File(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return NotFoundError("no such file: " + path);
-    return ErrnoError("cannot open " + path, errno);
-  }
   Sha256 h;
-  std::vector<char> buf(1 << 20);
-  for (;;) {
-    ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      return ErrnoError("cannot read " + path, e);
-    }
-    if (n == 0) break;
-    h.Update(buf.data(), static_cast<size_t>(n));
-  }
-  ::close(fd);
+  IDLEGRID_RETURN_IF_ERROR(ForEachChunk(path, 1 << 20, [&](const char* data, size_t n) {
+    h.Update(data, n);
+    return Status::Ok();
+  }));
   return h.HexDigest();
 }
 

@@ -7,35 +7,45 @@
 #include <cerrno>
 #include <filesystem>
 #include <random>
+#include <vector>
 
 namespace idlegrid {
 namespace fs = std::filesystem;
 
-StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) {
+Status ForEachChunk(const std::string& path, size_t chunk_bytes,
+                    const std::function<Status(const char* data, size_t size)>& fn) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return NotFoundError("no such file: " + path);
     return ErrnoError("cannot open " + path, errno);
   }
-  std::string out;
-  char buf[64 * 1024];
+  std::vector<char> buf(chunk_bytes);
+  Status st;
   for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      return ErrnoError("cannot read " + path, e);
+      st = ErrnoError("cannot read " + path, errno);
+      break;
     }
     if (n == 0) break;
-    if (out.size() + static_cast<uint64_t>(n) > max_bytes) {
-      ::close(fd);
+    st = fn(buf.data(), static_cast<size_t>(n));
+    if (!st.ok()) break;
+  }
+  ::close(fd);
+  return st;
+}
+
+StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) {
+  std::string out;
+  IDLEGRID_RETURN_IF_ERROR(ForEachChunk(path, 64 * 1024, [&](const char* data, size_t n) {
+    if (out.size() + n > max_bytes) {
       return ResourceExhaustedError(path + " is larger than the limit of " +
                                     std::to_string(max_bytes) + " bytes");
     }
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
+    out.append(data, n);
+    return Status::Ok();
+  }));
   return out;
 }
 

@@ -322,16 +322,22 @@ StatusOr<Volume> ReadStack(TIFF* tif, TiffErrors* errors, const TiffReadOptions&
   return vol;
 }
 
+// Opens a file for reading; `errors` collects libtiff's messages and must outlive the handle.
+StatusOr<TiffPtr> OpenForRead(const std::string& path, TiffErrors* errors) {
+  auto opts = MakeOptions(errors);
+  TiffPtr tif(TIFFOpenExt(path.c_str(), "r", opts.get()));
+  if (!tif) {
+    if (::access(path.c_str(), R_OK) != 0) return NotFoundError("cannot open " + path);
+    return InvalidArgumentError(FormatError(path + " is not a TIFF file", *errors));
+  }
+  return tif;
+}
+
 }  // namespace
 
 StatusOr<TiffInfo> ProbeTiff(const std::string& path) {
   TiffErrors errors;
-  auto opts = MakeOptions(&errors);
-  TiffPtr tif(TIFFOpenExt(path.c_str(), "r", opts.get()));
-  if (!tif) {
-    if (::access(path.c_str(), R_OK) != 0) return NotFoundError("cannot open " + path);
-    return InvalidArgumentError(FormatError(path + " is not a TIFF file", errors));
-  }
+  IDLEGRID_ASSIGN_OR_RETURN(TiffPtr tif, OpenForRead(path, &errors));
   StatusOr<Layout> l = ReadLayout(tif.get(), &errors);
   if (!l.ok()) return l.status().WithContext(path);
   TiffInfo info;
@@ -344,12 +350,7 @@ StatusOr<TiffInfo> ProbeTiff(const std::string& path) {
 
 StatusOr<Volume> ReadTiff(const std::string& path, const TiffReadOptions& options) {
   TiffErrors errors;
-  auto opts = MakeOptions(&errors);
-  TiffPtr tif(TIFFOpenExt(path.c_str(), "r", opts.get()));
-  if (!tif) {
-    if (::access(path.c_str(), R_OK) != 0) return NotFoundError("cannot open " + path);
-    return InvalidArgumentError(FormatError(path + " is not a TIFF file", errors));
-  }
+  IDLEGRID_ASSIGN_OR_RETURN(TiffPtr tif, OpenForRead(path, &errors));
   StatusOr<Volume> v = ReadStack(tif.get(), &errors, options);
   if (!v.ok()) return v.status().WithContext(path);
   return v;

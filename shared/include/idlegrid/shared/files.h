@@ -3,6 +3,7 @@
 #define IDLEGRID_SHARED_FILES_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "idlegrid/shared/status.h"
@@ -11,6 +12,11 @@ namespace idlegrid {
 
 // Reads a whole file. Fails with RESOURCE_EXHAUSTED if it is larger than max_bytes.
 StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes);
+
+// Reads a file in chunks of up to chunk_bytes and passes each to `fn`; stops at the first
+// error from reading or from `fn`. Memory does not grow with the file.
+Status ForEachChunk(const std::string& path, size_t chunk_bytes,
+                    const std::function<Status(const char* data, size_t size)>& fn);
 
 // Writes `data` so that `path` holds either its old contents or all of `data`, never a mix:
 // a temporary file in the same directory with `mode` permissions is written, fsynced and
