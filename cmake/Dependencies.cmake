@@ -16,9 +16,10 @@ endif()
 endif()
 
 if(IDLEGRID_MODELS_ONLY)
-  # A GPU machine may have nothing but a (CUDA) LibTorch. The data layer of shared/
-  # (JSON protocol, TIFF) is built only when its packages happen to be there.
-  find_package(nlohmann_json 3.9 QUIET)
+  # A GPU machine may have nothing but a (CUDA) LibTorch. models/ also needs nlohmann-json,
+  # which is header-only (its include folder can be copied over and named with
+  # -Dnlohmann_json_DIR or CMAKE_PREFIX_PATH); idlegrid-worker is built when libtiff is there.
+  find_package(nlohmann_json 3.9 REQUIRED)
   find_package(TIFF QUIET)
   return()
 endif()

@@ -1,0 +1,63 @@
+// A trained model package loaded for inference, and tiled slab inference.
+//
+// A package file holds the weights, the ModelConfig (architecture, normalisation, classes)
+// and metadata (training history, fingerprint): everything inference needs and nothing
+// else. Inference runs on overlapping tiles on a grid anchored to the whole volume, blended
+// with Gaussian weights, one tile at a time in a fixed order: a slab (its Z range plus the
+// halo config().InferenceHalo() on each side) gives, once stitched, the labels of a
+// whole-volume run and probabilities equal to within float rounding. Memory is bounded by
+// the slab and the tile, never the volume. No LibTorch in this header.
+#ifndef IDLEGRID_MODELS_MODEL_H_
+#define IDLEGRID_MODELS_MODEL_H_
+
+#include <memory>
+#include <string>
+
+#include "idlegrid/models/model_config.h"
+#include "idlegrid/shared/json.h"
+#include "idlegrid/shared/status.h"
+#include "idlegrid/shared/volume.h"
+
+namespace idlegrid::models {
+
+struct InferenceOptions {
+  std::string device = "cpu";
+  bool probabilities = false;  // segmentation: also return per-class probabilities
+};
+
+struct InferenceResult {
+  Volume labels;         // segmentation: uint8 classes 1..K, Z = slab core depth
+  Volume probabilities;  // segmentation, when asked: uint8 p*255, one channel per class
+  Volume denoised;       // denoising: float32 in the input's intensity units
+};
+
+class Model {
+ public:
+  // DATA_LOSS for a corrupt or foreign file, INVALID_ARGUMENT for an unknown architecture.
+  static StatusOr<std::unique_ptr<Model>> Load(const std::string& path,
+                                               const InferenceOptions& options = {});
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const;
+  const Json& metadata() const;
+
+  // `input` holds slices [slab.read_begin(), slab.read_end()) of a volume of `total_depth`
+  // slices, in its original intensities. The result covers [slab.z_begin, slab.z_end).
+  // INVALID_ARGUMENT when the input does not fit the model or the halo is too small.
+  StatusOr<InferenceResult> Predict(const Volume& input, const SlabRange& slab,
+                                    int64_t total_depth) const;
+  // The whole volume in one call.
+  StatusOr<InferenceResult> PredictVolume(const Volume& volume) const;
+
+  struct Impl;
+
+ private:
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace idlegrid::models
+
+#endif  // IDLEGRID_MODELS_MODEL_H_

@@ -1,0 +1,63 @@
+// A model configuration: everything that defines a training run as data (units carry these,
+// never code). Produced by the no-parameter strategy (strategy.h); JSON in config_json.h.
+// No LibTorch in this header.
+#ifndef IDLEGRID_MODELS_MODEL_CONFIG_H_
+#define IDLEGRID_MODELS_MODEL_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "idlegrid/shared/status.h"
+
+namespace idlegrid::models {
+
+enum class Task { kSegment, kDenoise };
+
+// Built-in architectures, chosen by name:
+//   "unet2d"    2D U-Net on single slices
+//   "unet25d"   2D U-Net seeing 2k+1 adjacent slices as channels (context_slices = k)
+//   "unet3d"    3D U-Net on Z x Y x X patches
+//   "dilated2d" full-resolution residual network with growing dilations (no pooling)
+bool IsKnownArchitecture(const std::string& name);
+bool IsThreeD(const std::string& architecture);
+
+// Intensity normalisation: clip to [clip_low, clip_high], then (v - mean) / std.
+struct Normalization {
+  double clip_low = 0, clip_high = 1;
+  double mean = 0, std = 1;
+};
+
+struct ModelConfig {
+  std::string name;                 // e.g. "unet2d-f16-d3", unique within a sweep
+  Task task = Task::kSegment;
+  std::string architecture = "unet2d";
+  int64_t in_channels = 1;          // channels of the image (before 2.5D stacking)
+  int64_t num_classes = 2;          // segmentation: classes 1..K (labels 0 = unlabelled)
+  int64_t base_filters = 16;
+  int64_t depth = 3;                // U-Net levels below the top; dilated: residual blocks
+  int64_t context_slices = 0;       // unet25d: k slices on each side
+  Normalization norm;
+  int64_t patch_z = 1, patch_y = 64, patch_x = 64;
+  int64_t batch_size = 4;
+  double learning_rate = 1e-3;
+  double weight_decay = 1e-5;
+  int64_t epochs = 10;              // total epochs of the chain
+  int64_t steps_per_epoch = 25;
+  std::vector<double> class_weights;  // size num_classes; empty = equal
+  bool augment = true;
+  double validation_fraction = 0.2;   // of the labelled strokes, per class
+  std::vector<std::string> class_names;
+
+  // Halo (slices on each side) an inference slab needs so that its stitched result equals
+  // whole-volume inference.
+  int64_t InferenceHalo() const;
+  // Output channels of the network.
+  int64_t OutChannels() const { return task == Task::kSegment ? num_classes : in_channels; }
+  // INVALID_ARGUMENT naming the field when something is out of range or inconsistent.
+  Status Validate() const;
+};
+
+}  // namespace idlegrid::models
+
+#endif  // IDLEGRID_MODELS_MODEL_CONFIG_H_

@@ -1,0 +1,50 @@
+// The no-parameter strategy (in the spirit of nnU-Net): a fingerprint of the data and the
+// machine determines every setting of training, and a sweep of differently-shaped candidates
+// stands in for the choices a user would otherwise have to make. The rules are spelled out
+// next to the code in strategy.cc. No LibTorch in this header.
+#ifndef IDLEGRID_MODELS_STRATEGY_H_
+#define IDLEGRID_MODELS_STRATEGY_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "idlegrid/models/model_config.h"
+#include "idlegrid/shared/status.h"
+#include "idlegrid/shared/volume.h"
+
+namespace idlegrid::models {
+
+struct Resources {
+  int64_t memory_bytes = int64_t{4} << 30;  // RAM (CPU) or GPU memory available to one unit
+  bool gpu = false;
+  int64_t threads = 1;
+};
+
+struct DataFingerprint {
+  VolumeShape shape;
+  double p005 = 0, p995 = 1;  // 0.5th / 99.5th intensity percentiles
+  double mean = 0, std = 1;   // of the intensities clipped to those percentiles
+  int64_t num_classes = 0;    // 0 for denoising
+  std::vector<int64_t> labelled_per_class;  // index c-1 for class c
+  int64_t labelled_total = 0;
+  int64_t labelled_slices = 0;
+  Resources resources;
+};
+
+// Measures image and labels. `labels` (uint8, same Z/Y/X, 0 = unlabelled) is null for
+// denoising. INVALID_ARGUMENT for: shape mismatch, labels that are not uint8, no labelled
+// voxel, a class in 1..K without any labelled voxel, NaN or infinite intensities, an image
+// smaller than the smallest patch (16 x 16).
+StatusOr<DataFingerprint> ComputeFingerprint(const Volume& image, const Volume* labels,
+                                             const Resources& resources);
+
+// At least four segmentation candidates that differ in kind (2D, 2.5D, 3D U-Nets and a
+// dilated network, with substitutes when the data is too thin for 2.5D/3D).
+std::vector<ModelConfig> PlanCandidates(const DataFingerprint& fp);
+
+// The self-supervised denoiser for this data.
+ModelConfig PlanDenoiser(const DataFingerprint& fp);
+
+}  // namespace idlegrid::models
+
+#endif  // IDLEGRID_MODELS_STRATEGY_H_

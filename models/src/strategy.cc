@@ -1,0 +1,231 @@
+#include "idlegrid/models/strategy.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace idlegrid::models {
+namespace {
+
+constexpr int64_t kMinPatch = 16;
+constexpr int64_t kMaxSampledVoxels = 1 << 21;
+
+int64_t FloorPow2(int64_t v) {
+  int64_t p = 1;
+  while (p * 2 <= v) p *= 2;
+  return p;
+}
+
+// Largest multiple of `m` not above v (at least m).
+int64_t FloorMultiple(int64_t v, int64_t m) { return std::max(m, v / m * m); }
+
+}  // namespace
+
+StatusOr<DataFingerprint> ComputeFingerprint(const Volume& image, const Volume* labels,
+                                             const Resources& resources) {
+  DataFingerprint fp;
+  fp.shape = image.shape();
+  fp.resources = resources;
+  if (image.empty()) return InvalidArgumentError("the image is empty");
+  if (fp.shape.y < kMinPatch || fp.shape.x < kMinPatch) {
+    return InvalidArgumentError("the image (" + std::to_string(fp.shape.y) + "x" +
+                                std::to_string(fp.shape.x) + " pixels) is smaller than the " +
+                                "smallest patch of " + std::to_string(kMinPatch) + "x" +
+                                std::to_string(kMinPatch));
+  }
+  // Intensity statistics over an evenly strided sample (deterministic, bounded cost).
+  const int64_t n = fp.shape.elements();
+  const int64_t stride = std::max<int64_t>(1, n / kMaxSampledVoxels);
+  std::vector<float> sample;
+  sample.reserve(static_cast<size_t>(n / stride + 1));
+  for (int64_t i = 0; i < n; i += stride) {
+    float v = image.GetAsFloat(i);
+    if (!std::isfinite(v)) {
+      return InvalidArgumentError("the image contains NaN or infinite values (first at element " +
+                                  std::to_string(i) + ")");
+    }
+    sample.push_back(v);
+  }
+  if (image.dtype() == DType::kFloat32) {  // the sample may have skipped some
+    const float* d = image.data<float>();
+    for (int64_t i = 0; i < n; ++i) {
+      if (!std::isfinite(d[i])) {
+        return InvalidArgumentError("the image contains NaN or infinite values (first at element " +
+                                    std::to_string(i) + ")");
+      }
+    }
+  }
+  std::sort(sample.begin(), sample.end());
+  auto pct = [&](double q) {
+    return static_cast<double>(sample[static_cast<size_t>(q * static_cast<double>(sample.size() - 1))]);
+  };
+  fp.p005 = pct(0.005);
+  fp.p995 = pct(0.995);
+  double sum = 0, sq = 0;
+  for (float v : sample) {
+    double c = std::clamp<double>(v, fp.p005, fp.p995);
+    sum += c;
+    sq += c * c;
+  }
+  fp.mean = sum / static_cast<double>(sample.size());
+  fp.std = std::sqrt(std::max(0.0, sq / static_cast<double>(sample.size()) - fp.mean * fp.mean));
+  if (!(fp.std > 1e-12)) fp.std = 1.0;  // a constant image: nothing to scale
+
+  if (labels == nullptr) return fp;
+  const VolumeShape& ls = labels->shape();
+  if (ls.z != fp.shape.z || ls.y != fp.shape.y || ls.x != fp.shape.x || ls.c != 1) {
+    return InvalidArgumentError("labels " + ls.ToString() + " do not match the image " +
+                                fp.shape.ToString());
+  }
+  if (labels->dtype() != DType::kUInt8) {
+    return InvalidArgumentError("labels must be 8-bit (0 = unlabelled, 1..K = classes)");
+  }
+  std::vector<int64_t> counts(256, 0);
+  int64_t slices = 0;
+  const uint8_t* l = labels->data<uint8_t>();
+  const int64_t per_slice = ls.y * ls.x;
+  for (int64_t z = 0; z < ls.z; ++z) {
+    bool any = false;
+    for (int64_t i = 0; i < per_slice; ++i) {
+      uint8_t v = l[z * per_slice + i];
+      ++counts[v];
+      any = any || v != 0;
+    }
+    slices += any;
+  }
+  int64_t k = 0;
+  for (int64_t c = 1; c < 256; ++c) {
+    if (counts[static_cast<size_t>(c)] > 0) k = c;
+  }
+  if (k == 0) return InvalidArgumentError("there are no labelled pixels: paint at least two classes");
+  if (k < 2) return InvalidArgumentError("only class 1 is labelled: paint at least two classes");
+  for (int64_t c = 1; c <= k; ++c) {
+    if (counts[static_cast<size_t>(c)] == 0) {
+      return InvalidArgumentError("class " + std::to_string(c) + " has no labelled pixels " +
+                                  "(classes must be numbered 1.." + std::to_string(k) + ")");
+    }
+    fp.labelled_per_class.push_back(counts[static_cast<size_t>(c)]);
+    fp.labelled_total += counts[static_cast<size_t>(c)];
+  }
+  fp.num_classes = k;
+  fp.labelled_slices = slices;
+  return fp;
+}
+
+// The shared part of every configuration. Rules:
+//  * normalisation: clip to the 0.5/99.5 percentiles, then z-score (nnU-Net's CT scheme;
+//    robust to the hot pixels and dark borders of materials images);
+//  * in-plane patch: the largest power of two that fits the image, capped at 128 px on CPU
+//    and 256 px on GPU (a U-Net sees little more context beyond that, and CPU steps stay
+//    well under a second so a node can checkpoint within 2 s of a SIGTERM);
+//  * depth: pool until the bottom feature map is 8 px, at most 4 levels;
+//  * batch: about 64k px per step on CPU and 1M px on GPU, at least 2;
+//  * optimiser: Adam, lr 1e-3 (GPU: 2e-3 with the larger batch), weight decay 3e-5, with a
+//    short warm-up and polynomial decay over the whole chain (in trainer.cc);
+//  * budget: 25 steps per epoch and 200 + labelled/250 steps in all (50k painted px -> 400
+//    steps, 1M -> 2000 capped), doubled on GPU;
+//  * class weights: inverse square root of each class's share of the labels, mean 1.
+static ModelConfig BaseConfig(const DataFingerprint& fp) {
+  ModelConfig c;
+  c.in_channels = fp.shape.c;
+  c.num_classes = std::max<int64_t>(2, fp.num_classes);
+  c.norm = Normalization{fp.p005, fp.p995, fp.mean, fp.std};
+  const bool gpu = fp.resources.gpu;
+  int64_t patch = std::min<int64_t>(FloorPow2(std::min(fp.shape.y, fp.shape.x)), gpu ? 256 : 128);
+  c.depth = std::clamp<int64_t>(static_cast<int64_t>(std::log2(static_cast<double>(patch) / 8)), 1, 4);
+  c.patch_y = c.patch_x = patch;
+  c.base_filters = gpu ? 32 : 16;
+  const int64_t px_per_batch = gpu ? (1 << 20) : (1 << 16);
+  c.batch_size = std::clamp<int64_t>(px_per_batch / (patch * patch), 2, 32);
+  c.learning_rate = gpu ? 2e-3 : 1e-3;
+  c.weight_decay = 3e-5;
+  c.steps_per_epoch = 25;
+  int64_t steps = std::clamp<int64_t>(200 + fp.labelled_total / 250, 200, 2000) * (gpu ? 2 : 1);
+  c.epochs = std::max<int64_t>(1, steps / c.steps_per_epoch);
+  if (fp.num_classes > 0) {
+    double total = static_cast<double>(fp.labelled_total);
+    double sum = 0;
+    for (int64_t n : fp.labelled_per_class) {
+      double w = std::sqrt(total / (static_cast<double>(fp.num_classes) * static_cast<double>(n)));
+      c.class_weights.push_back(w);
+      sum += w;
+    }
+    for (double& w : c.class_weights) w *= static_cast<double>(c.class_weights.size()) / sum;
+    for (int64_t k = 1; k <= fp.num_classes; ++k) c.class_names.push_back("class " + std::to_string(k));
+  }
+  return c;
+}
+
+std::vector<ModelConfig> PlanCandidates(const DataFingerprint& fp) {
+  const ModelConfig base = BaseConfig(fp);
+  std::vector<ModelConfig> out;
+
+  ModelConfig u2 = base;
+  u2.architecture = "unet2d";
+  u2.name = "unet2d";
+  out.push_back(u2);
+
+  // 2.5D: two neighbours on each side when the stack is deep enough.
+  if (fp.shape.z >= 3) {
+    ModelConfig u25 = base;
+    u25.architecture = "unet25d";
+    u25.context_slices = fp.shape.z >= 5 ? 2 : 1;
+    u25.name = "unet25d-k" + std::to_string(u25.context_slices);
+    out.push_back(u25);
+  }
+
+  // 3D: a patch of 16 slices (8 for thin stacks) with at most 3 levels, smaller in-plane so
+  // the voxel count per step stays close to the 2D candidates'.
+  if (fp.shape.z >= 8) {
+    ModelConfig u3 = base;
+    u3.architecture = "unet3d";
+    u3.depth = std::min<int64_t>(3, base.depth);
+    const int64_t m = int64_t{1} << u3.depth;
+    u3.patch_z = FloorMultiple(std::min<int64_t>(16, fp.shape.z), m);
+    u3.patch_y = u3.patch_x = FloorMultiple(std::min<int64_t>(base.patch_y, fp.resources.gpu ? 128 : 64), m);
+    u3.batch_size = fp.resources.gpu ? 4 : 2;
+    u3.name = "unet3d";
+    if (u3.patch_z <= fp.shape.z) out.push_back(u3);
+  }
+
+  ModelConfig dil = base;
+  dil.architecture = "dilated2d";
+  dil.base_filters = fp.resources.gpu ? 48 : 24;
+  dil.depth = 3;  // 6 residual blocks, dilations 1 2 4 4 2 1
+  dil.name = "dilated2d";
+  out.push_back(dil);
+
+  // Thin stacks: substitute wider/deeper 2D U-Nets so there are always four candidates.
+  if (out.size() < 4) {
+    ModelConfig wide = base;
+    wide.base_filters = base.base_filters * 2;
+    wide.name = "unet2d-wide";
+    out.push_back(wide);
+  }
+  if (out.size() < 4) {
+    ModelConfig shallow = base;
+    shallow.depth = std::max<int64_t>(1, base.depth - 1);
+    shallow.name = "unet2d-shallow";
+    out.push_back(shallow);
+  }
+  return out;
+}
+
+// Denoising: a 2D U-Net trained with Neighbor2Neighbor (every pixel contributes to the loss,
+// unlike Noise2Void's masked few percent), with the same normalisation and patch rules.
+ModelConfig PlanDenoiser(const DataFingerprint& fp) {
+  ModelConfig c = BaseConfig(fp);
+  c.task = Task::kDenoise;
+  c.num_classes = 0;
+  c.class_weights.clear();
+  c.class_names.clear();
+  c.architecture = "unet2d";
+  c.base_filters = fp.resources.gpu ? 48 : 32;
+  c.name = "denoise-unet2d";
+  // Self-supervised targets are plentiful: the budget follows the image size instead.
+  const int64_t px = fp.shape.voxels();
+  c.epochs = std::clamp<int64_t>(px / (1 << 16), 8, 80) * (fp.resources.gpu ? 2 : 1);
+  c.validation_fraction = 0;
+  return c;
+}
+
+}  // namespace idlegrid::models

@@ -1,0 +1,140 @@
+#include "tensors.h"
+
+#include <cmath>
+
+namespace idlegrid::models {
+
+torch::Tensor NormalizedTensor(const Volume& image, const Normalization& norm) {
+  const VolumeShape& s = image.shape();
+  torch::Tensor t;
+  switch (image.dtype()) {
+    case DType::kUInt8:
+      t = torch::from_blob(const_cast<uint8_t*>(image.bytes()), {s.z, s.y, s.x, s.c}, torch::kUInt8);
+      break;
+    case DType::kUInt16:  // no uint16 in LibTorch 1.13: widen through int32
+      t = torch::from_blob(const_cast<uint8_t*>(image.bytes()), {s.z, s.y, s.x, s.c}, torch::kInt16)
+              .to(torch::kInt32)
+              .bitwise_and(0xFFFF);
+      break;
+    case DType::kFloat32:
+      t = torch::from_blob(const_cast<uint8_t*>(image.bytes()), {s.z, s.y, s.x, s.c}, torch::kFloat32);
+      break;
+  }
+  t = t.to(torch::kFloat32).clamp(norm.clip_low, norm.clip_high);
+  t = (t - norm.mean) / norm.std;
+  return t.permute({0, 3, 1, 2}).contiguous();
+}
+
+torch::Tensor LabelTensor(const Volume& labels) {
+  const VolumeShape& s = labels.shape();
+  return torch::from_blob(const_cast<uint8_t*>(labels.bytes()), {s.z, s.y, s.x}, torch::kUInt8)
+      .to(torch::kInt64);
+}
+
+std::vector<int64_t> TilePositions(int64_t length, int64_t tile) {
+  if (tile >= length) return {0};
+  const int64_t step = std::max<int64_t>(1, tile / 2);
+  const int64_t n = (length - tile + step - 1) / step + 1;
+  std::vector<int64_t> out;
+  for (int64_t i = 0; i < n; ++i) {
+    out.push_back(static_cast<int64_t>(std::llround(static_cast<double>(i) * static_cast<double>(length - tile) /
+                                                    static_cast<double>(n - 1))));
+  }
+  return out;
+}
+
+namespace {
+
+// Gaussian importance of each voxel of a tile (sigma 1/8 of the tile), so overlapping tiles
+// blend smoothly and tile borders count least.
+torch::Tensor Importance(const std::vector<int64_t>& size) {
+  torch::Tensor w = torch::ones({1}, torch::kFloat32);
+  for (int64_t n : size) {
+    torch::Tensor r = torch::arange(n, torch::kFloat32) - (static_cast<double>(n) - 1) / 2;
+    double sigma = std::max(1.0, static_cast<double>(n) / 8);
+    torch::Tensor g = torch::exp(-(r * r) / (2 * sigma * sigma));
+    w = w.unsqueeze(-1) * g;
+  }
+  w = w.squeeze(0);
+  w = w / w.max();
+  return w.clamp_min(1e-3);
+}
+
+// Largest multiple of m not above v.
+int64_t FloorTo(int64_t v, int64_t m) { return std::max<int64_t>(m, v / m * m); }
+
+torch::Tensor Forward(torch::nn::AnyModule& net, const ModelConfig& config, torch::Tensor x,
+                      bool flip_tta) {
+  auto run = [&](const torch::Tensor& in) {
+    torch::Tensor out = net.forward(in);
+    return config.task == Task::kSegment ? torch::softmax(out, 1) : out;
+  };
+  if (!flip_tta) return run(x);
+  const int64_t h = x.dim() - 2, w = x.dim() - 1;
+  torch::Tensor acc = run(x);
+  acc = acc + run(x.flip({w})).flip({w});
+  acc = acc + run(x.flip({h})).flip({h});
+  acc = acc + run(x.flip({h, w})).flip({h, w});
+  return acc / 4;
+}
+
+}  // namespace
+
+torch::Tensor PredictSlices(torch::nn::AnyModule& net, const ModelConfig& config,
+                            const torch::Tensor& input, int64_t input_offset, int64_t out_begin,
+                            int64_t out_end, int64_t total_depth, const PredictOptions& options) {
+  torch::NoGradGuard no_grad;
+  const int64_t Y = input.size(2), X = input.size(3);
+  const int64_t k_out = config.OutChannels();
+  const int64_t zn = out_end - out_begin;
+  const int64_t multiple = config.architecture == "dilated2d" ? 1 : int64_t{1} << config.depth;
+  // Inference tiles: twice the training patch in-plane (fewer borders), within the image.
+  const int64_t ty = FloorTo(std::min(Y, 2 * config.patch_y), multiple);
+  const int64_t tx = FloorTo(std::min(X, 2 * config.patch_x), multiple);
+  torch::Tensor acc = torch::zeros({zn, k_out, Y, X}, torch::kFloat32);
+  torch::Tensor weight = torch::zeros({zn, 1, Y, X}, torch::kFloat32);
+  const std::vector<int64_t> ys = TilePositions(Y, ty), xs = TilePositions(X, tx);
+
+  if (IsThreeD(config.architecture)) {
+    const int64_t tz = config.patch_z;
+    torch::Tensor imp = Importance({tz, ty, tx});
+    for (int64_t z0 : TilePositions(total_depth, tz)) {
+      int64_t lo = std::max(z0, out_begin), hi = std::min(z0 + tz, out_end);
+      if (lo >= hi) continue;
+      // [tz, C, Y, X] of this tile's slices, as [1, C, tz, Y, X]
+      torch::Tensor slab = input.slice(0, z0 - input_offset, z0 - input_offset + tz).permute({1, 0, 2, 3}).unsqueeze(0);
+      for (int64_t y0 : ys) {
+        for (int64_t x0 : xs) {
+          torch::Tensor tile = slab.slice(3, y0, y0 + ty).slice(4, x0, x0 + tx);
+          torch::Tensor out = Forward(net, config, tile, options.flip_tta)[0] * imp;  // [K, tz, ty, tx]
+          torch::Tensor part = out.slice(1, lo - z0, hi - z0).permute({1, 0, 2, 3});
+          acc.slice(0, lo - out_begin, hi - out_begin).slice(2, y0, y0 + ty).slice(3, x0, x0 + tx) += part;
+          weight.slice(0, lo - out_begin, hi - out_begin).slice(2, y0, y0 + ty).slice(3, x0, x0 + tx) +=
+              imp.slice(0, lo - z0, hi - z0).unsqueeze(1);
+        }
+      }
+    }
+  } else {
+    torch::Tensor imp = Importance({ty, tx});
+    const int64_t k = config.architecture == "unet25d" ? config.context_slices : 0;
+    for (int64_t z = out_begin; z < out_end; ++z) {
+      std::vector<torch::Tensor> planes;
+      for (int64_t dz = -k; dz <= k; ++dz) {
+        int64_t g = std::clamp<int64_t>(z + dz, 0, total_depth - 1);
+        planes.push_back(input[g - input_offset]);
+      }
+      torch::Tensor slice = torch::cat(planes, 0).unsqueeze(0);  // [1, C(2k+1), Y, X]
+      for (int64_t y0 : ys) {
+        for (int64_t x0 : xs) {
+          torch::Tensor tile = slice.slice(2, y0, y0 + ty).slice(3, x0, x0 + tx);
+          torch::Tensor out = Forward(net, config, tile, options.flip_tta)[0] * imp;
+          acc[z - out_begin].slice(1, y0, y0 + ty).slice(2, x0, x0 + tx) += out;
+          weight[z - out_begin].slice(1, y0, y0 + ty).slice(2, x0, x0 + tx) += imp;
+        }
+      }
+    }
+  }
+  return acc / weight;
+}
+
+}  // namespace idlegrid::models

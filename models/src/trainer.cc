@@ -1,0 +1,510 @@
+#include "idlegrid/models/trainer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <sstream>
+#include <unordered_map>
+
+#include <torch/torch.h>
+
+#include "archive_util.h"
+#include "idlegrid/models/config_json.h"
+#include "idlegrid/models/strategy.h"
+#include "networks.h"
+#include "tensors.h"
+#include "training_ops.h"
+
+namespace idlegrid::models {
+namespace {
+
+constexpr const char* kCheckpointFormat = "idlegrid-checkpoint-1";
+constexpr const char* kModelFormat = "idlegrid-model-1";
+constexpr double kGradClip = 12.0;
+
+// Fisher-Yates with our own index draws: the order is the same with every standard library.
+template <typename T>
+void Shuffle(std::vector<T>& v, std::mt19937_64& rng) {
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng() % i]);
+}
+
+Json HistoryToJson(const std::vector<EpochMetrics>& history) {
+  Json out = Json::array();
+  for (const EpochMetrics& m : history) {
+    out.push_back({{"epoch", m.epoch}, {"train_loss", m.train_loss}, {"dice", m.dice},
+                   {"iou", m.iou}, {"mean_dice", m.mean_dice}});
+  }
+  return out;
+}
+
+std::vector<EpochMetrics> HistoryFromJson(const Json& j) {
+  std::vector<EpochMetrics> out;
+  for (const Json& e : j) {
+    EpochMetrics m;
+    m.epoch = e.at("epoch").get<int64_t>();
+    m.train_loss = e.at("train_loss").get<double>();
+    m.dice = e.at("dice").get<std::vector<double>>();
+    m.iou = e.at("iou").get<std::vector<double>>();
+    m.mean_dice = e.at("mean_dice").get<double>();
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+}  // namespace
+
+struct Trainer::Impl {
+  ModelConfig config;
+  TrainerOptions options;
+  torch::Device device{torch::kCPU};
+  torch::Tensor image;         // [Z, C, Y, X] normalised, CPU
+  torch::Tensor train_labels;  // [Z, Y, X] int64, validation strokes removed
+  torch::Tensor val_labels;    // [Z, Y, X] int64, only the held-out strokes
+  std::vector<std::vector<int64_t>> train_index;  // per class: flat voxel indices
+  std::vector<int64_t> val_slices;
+  int64_t train_count = 0, val_count = 0;
+  torch::Tensor class_weights;
+  torch::nn::AnyModule net;
+  std::shared_ptr<torch::nn::Module> module;
+  std::unique_ptr<torch::optim::Adam> optimizer;
+  std::mt19937_64 rng;
+  at::Generator gen;
+  int64_t epoch = 0, step_in_epoch = 0, global_step = 0;
+  double epoch_loss_sum = 0;
+  std::vector<EpochMetrics> history;
+
+  int64_t Z() const { return image.size(0); }
+  int64_t Y() const { return image.size(2); }
+  int64_t X() const { return image.size(3); }
+
+  Status SplitStrokes(const torch::Tensor& labels);
+  double LearningRate() const;
+  void SampleBatch(torch::Tensor* batch, torch::Tensor* target);
+  EpochMetrics Validate();
+};
+
+// Splits the labelled voxels into training and validation by whole strokes: connected
+// components (26-neighbourhood) of each class, shuffled with the seed, are held out until
+// about validation_fraction of the class's voxels are. A class drawn as a single stroke
+// gives the last rows (raster order) of that stroke instead, so validation always measures
+// pixels the network did not train on, away from the ones it did.
+Status Trainer::Impl::SplitStrokes(const torch::Tensor& labels) {
+  const int64_t zn = Z(), yn = Y(), xn = X(), k = config.num_classes;
+  const int64_t* l = labels.data_ptr<int64_t>();
+  std::vector<std::vector<std::vector<int64_t>>> components(static_cast<size_t>(k));
+  std::unordered_map<int64_t, bool> seen;
+  const int64_t n = zn * yn * xn;
+  for (int64_t i = 0; i < n; ++i) {
+    if (l[i] == 0 || seen.count(i)) continue;
+    const int64_t cls = l[i];
+    std::vector<int64_t> comp{i}, stack{i};
+    seen[i] = true;
+    while (!stack.empty()) {
+      int64_t v = stack.back();
+      stack.pop_back();
+      int64_t z = v / (yn * xn), y = (v / xn) % yn, x = v % xn;
+      for (int64_t dz = -1; dz <= 1; ++dz)
+        for (int64_t dy = -1; dy <= 1; ++dy)
+          for (int64_t dx = -1; dx <= 1; ++dx) {
+            int64_t zz = z + dz, yy = y + dy, xx = x + dx;
+            if (zz < 0 || yy < 0 || xx < 0 || zz >= zn || yy >= yn || xx >= xn) continue;
+            int64_t u = (zz * yn + yy) * xn + xx;
+            if (l[u] != cls || seen.count(u)) continue;
+            seen[u] = true;
+            comp.push_back(u);
+            stack.push_back(u);
+          }
+    }
+    std::sort(comp.begin(), comp.end());
+    components[static_cast<size_t>(cls - 1)].push_back(std::move(comp));
+  }
+  train_labels = labels.clone();
+  val_labels = torch::zeros_like(labels);
+  int64_t* tl = train_labels.data_ptr<int64_t>();
+  int64_t* vl = val_labels.data_ptr<int64_t>();
+  std::mt19937_64 split_rng(options.seed ^ 0x9e3779b97f4a7c15ull);
+  train_index.assign(static_cast<size_t>(k), {});
+  for (int64_t c = 0; c < k; ++c) {
+    auto& comps = components[static_cast<size_t>(c)];
+    int64_t total = 0;
+    for (const auto& comp : comps) total += static_cast<int64_t>(comp.size());
+    const int64_t want = static_cast<int64_t>(std::llround(config.validation_fraction * static_cast<double>(total)));
+    std::vector<size_t> order(comps.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    Shuffle(order, split_rng);
+    int64_t held = 0;
+    std::vector<bool> is_val(comps.size(), false);
+    for (size_t i = 0; i + 1 < order.size() && held < want; ++i) {  // keep >= 1 for training
+      const auto& comp = comps[order[i]];
+      if (held + static_cast<int64_t>(comp.size()) > want + want / 2) continue;
+      is_val[order[i]] = true;
+      held += static_cast<int64_t>(comp.size());
+    }
+    auto hold_out = [&](int64_t v) {
+      vl[v] = tl[v];
+      tl[v] = 0;
+      ++val_count;
+    };
+    for (size_t i = 0; i < comps.size(); ++i) {
+      if (is_val[i]) for (int64_t v : comps[i]) hold_out(v);
+    }
+    if (held == 0 && want > 0) {  // one stroke (or only large ones): its last rows
+      size_t largest = 0;
+      for (size_t i = 1; i < comps.size(); ++i) {
+        if (comps[i].size() > comps[largest].size()) largest = i;
+      }
+      const auto& comp = comps[largest];
+      int64_t take = std::min<int64_t>(want, static_cast<int64_t>(comp.size()) / 2);
+      for (int64_t j = static_cast<int64_t>(comp.size()) - take; j < static_cast<int64_t>(comp.size()); ++j) {
+        hold_out(comp[static_cast<size_t>(j)]);
+      }
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (tl[i] > 0) {
+      train_index[static_cast<size_t>(tl[i] - 1)].push_back(i);
+      ++train_count;
+    }
+  }
+  for (int64_t c = 0; c < k; ++c) {
+    if (train_index[static_cast<size_t>(c)].empty()) {
+      return InvalidArgumentError("class " + std::to_string(c + 1) +
+                                  " has too few labelled pixels to train on");
+    }
+  }
+  for (int64_t z = 0; z < zn; ++z) {
+    if (val_labels[z].gt(0).any().item<bool>()) val_slices.push_back(z);
+  }
+  return Status::Ok();
+}
+
+// Warm-up over the first 5% of the chain's steps, then polynomial decay (power 0.9).
+double Trainer::Impl::LearningRate() const {
+  const double total = static_cast<double>(config.epochs * config.steps_per_epoch);
+  const double warm = std::max(1.0, total / 20);
+  const double t = static_cast<double>(global_step);
+  if (t < warm) return config.learning_rate * (0.1 + 0.9 * t / warm);
+  return config.learning_rate * std::pow(std::max(0.0, 1 - (t - warm) / (total - warm + 1)), 0.9);
+}
+
+void Trainer::Impl::SampleBatch(torch::Tensor* batch, torch::Tensor* target) {
+  const bool three_d = IsThreeD(config.architecture);
+  const int64_t pz = config.patch_z, py = config.patch_y, px = config.patch_x;
+  const int64_t k = config.architecture == "unet25d" ? config.context_slices : 0;
+  std::vector<torch::Tensor> images, labels;
+  auto jitter = [&](int64_t p) { return static_cast<int64_t>(rng() % static_cast<uint64_t>(p / 2 + 1)) - p / 4; };
+  for (int64_t b = 0; b < config.batch_size; ++b) {
+    int64_t z, y, x;
+    if (config.task == Task::kSegment) {
+      // Class-balanced: a class at random, then one of its training voxels near the centre.
+      const auto& index = train_index[rng() % train_index.size()];
+      int64_t v = index[rng() % index.size()];
+      z = v / (Y() * X());
+      y = (v / X()) % Y() + jitter(py);
+      x = v % X() + jitter(px);
+    } else {
+      z = static_cast<int64_t>(rng() % static_cast<uint64_t>(Z()));
+      y = static_cast<int64_t>(rng() % static_cast<uint64_t>(Y())) ;
+      x = static_cast<int64_t>(rng() % static_cast<uint64_t>(X()));
+    }
+    const int64_t y0 = std::clamp<int64_t>(y - py / 2, 0, Y() - py);
+    const int64_t x0 = std::clamp<int64_t>(x - px / 2, 0, X() - px);
+    torch::Tensor img, lab;
+    if (three_d) {
+      const int64_t z0 = std::clamp<int64_t>(z - pz / 2 + jitter(pz), 0, Z() - pz);
+      img = image.slice(0, z0, z0 + pz).slice(2, y0, y0 + py).slice(3, x0, x0 + px).permute({1, 0, 2, 3});
+      if (config.task == Task::kSegment) lab = train_labels.slice(0, z0, z0 + pz).slice(1, y0, y0 + py).slice(2, x0, x0 + px);
+    } else {
+      std::vector<torch::Tensor> planes;
+      for (int64_t dz = -k; dz <= k; ++dz) {
+        planes.push_back(image[std::clamp<int64_t>(z + dz, 0, Z() - 1)].slice(1, y0, y0 + py).slice(2, x0, x0 + px));
+      }
+      img = torch::cat(planes, 0);
+      if (config.task == Task::kSegment) lab = train_labels[z].slice(0, y0, y0 + py).slice(1, x0, x0 + px);
+    }
+    img = img.contiguous().clone();
+    if (lab.defined()) lab = lab.contiguous().clone();
+    if (config.augment) Augment(img, lab, rng, gen, /*intensity=*/config.task == Task::kSegment);
+    images.push_back(img);
+    if (lab.defined()) labels.push_back(lab);
+  }
+  *batch = torch::stack(images).to(device);
+  if (!labels.empty()) *target = torch::stack(labels).to(device);
+}
+
+EpochMetrics Trainer::Impl::Validate() {
+  EpochMetrics m;
+  if (config.task != Task::kSegment || val_count == 0) return m;
+  module->eval();
+  const int64_t k = config.num_classes;
+  std::vector<double> tp(static_cast<size_t>(k), 0), fp(static_cast<size_t>(k), 0), fn(static_cast<size_t>(k), 0);
+  auto score = [&](int64_t z_begin, int64_t z_end) {
+    torch::Tensor probs = PredictSlices(net, config, image, 0, z_begin, z_end, Z());
+    torch::Tensor pred = probs.argmax(1) + 1;  // [z, Y, X]
+    torch::Tensor truth = val_labels.slice(0, z_begin, z_end);
+    torch::Tensor mask = truth > 0;
+    torch::Tensor p = pred.masked_select(mask), t = truth.masked_select(mask);
+    for (int64_t c = 1; c <= k; ++c) {
+      torch::Tensor pc = p == c, tc = t == c;
+      tp[static_cast<size_t>(c - 1)] += (pc & tc).sum().item<double>();
+      fp[static_cast<size_t>(c - 1)] += (pc & ~tc).sum().item<double>();
+      fn[static_cast<size_t>(c - 1)] += (~pc & tc).sum().item<double>();
+    }
+  };
+  if (IsThreeD(config.architecture)) {
+    score(val_slices.front(), val_slices.back() + 1);
+  } else {
+    for (int64_t z : val_slices) score(z, z + 1);
+  }
+  double sum = 0;
+  int counted = 0;
+  for (int64_t c = 0; c < k; ++c) {
+    double denom = 2 * tp[static_cast<size_t>(c)] + fp[static_cast<size_t>(c)] + fn[static_cast<size_t>(c)];
+    double dice = denom > 0 ? 2 * tp[static_cast<size_t>(c)] / denom : -1;
+    double iou_d = tp[static_cast<size_t>(c)] + fp[static_cast<size_t>(c)] + fn[static_cast<size_t>(c)];
+    m.dice.push_back(dice);
+    m.iou.push_back(iou_d > 0 ? tp[static_cast<size_t>(c)] / iou_d : -1);
+    if (dice >= 0) sum += dice, ++counted;
+  }
+  m.mean_dice = counted ? sum / counted : -1;
+  module->train();
+  return m;
+}
+
+Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Trainer::~Trainer() = default;
+
+StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const ModelConfig& config, const Volume& image,
+                                                   const Volume* labels,
+                                                   const TrainerOptions& options) {
+  IDLEGRID_RETURN_IF_ERROR(config.Validate());
+  if ((config.task == Task::kSegment) != (labels != nullptr)) {
+    return InvalidArgumentError(config.task == Task::kSegment ? "segmentation needs labels"
+                                                              : "denoising takes no labels");
+  }
+  if (image.shape().c != config.in_channels) {
+    return InvalidArgumentError("the image has " + std::to_string(image.shape().c) +
+                                " channels, the model expects " + std::to_string(config.in_channels));
+  }
+  // Checks labels (shape, classes) and intensities (NaN) the same way the strategy does.
+  IDLEGRID_ASSIGN_OR_RETURN(DataFingerprint fp, ComputeFingerprint(image, labels, Resources{}));
+  if (labels != nullptr && fp.num_classes > config.num_classes) {
+    return InvalidArgumentError("labels use class " + std::to_string(fp.num_classes) +
+                                " but the model has " + std::to_string(config.num_classes) + " classes");
+  }
+  const VolumeShape& s = image.shape();
+  if (config.patch_y > s.y || config.patch_x > s.x || (IsThreeD(config.architecture) && config.patch_z > s.z)) {
+    return InvalidArgumentError("the image (" + s.ToString() + ") is smaller than a patch (" +
+                                std::to_string(config.patch_z) + "x" + std::to_string(config.patch_y) +
+                                "x" + std::to_string(config.patch_x) + ")");
+  }
+  if (config.task == Task::kDenoise && (config.patch_y % (2 << config.depth) != 0 || config.patch_x % (2 << config.depth) != 0)) {
+    return InvalidArgumentError("denoising patches must be multiples of " + std::to_string(2 << config.depth));
+  }
+  auto impl = std::make_unique<Impl>();
+  Impl& t = *impl;
+  t.config = config;
+  t.options = options;
+  try {
+    t.device = torch::Device(options.device);
+    if (t.device.is_cuda() && !torch::cuda::is_available()) {
+      return FailedPreconditionError("CUDA is not available on this machine");
+    }
+    t.image = NormalizedTensor(image, config.norm);
+    if (labels != nullptr) {
+      t.config.num_classes = std::max(config.num_classes, fp.num_classes);
+      IDLEGRID_RETURN_IF_ERROR(t.SplitStrokes(LabelTensor(*labels)));
+      if (!config.class_weights.empty()) {
+        t.class_weights = torch::tensor(config.class_weights, torch::kFloat32).to(t.device);
+      }
+    }
+    t.rng.seed(options.seed);
+    t.gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+    torch::manual_seed(options.seed);  // weight initialisation
+    t.net = BuildNetwork(t.config);
+    t.module = ModuleOf(t.net);
+    t.module->to(t.device);
+    t.module->train();
+    t.optimizer = std::make_unique<torch::optim::Adam>(
+        t.module->parameters(),
+        torch::optim::AdamOptions(config.learning_rate).weight_decay(config.weight_decay));
+  } catch (const c10::Error& e) {
+    return InternalError(std::string("LibTorch: ") + e.what_without_backtrace());
+  }
+  return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
+}
+
+bool Trainer::EpochStepsDone() const { return impl_->step_in_epoch >= impl_->config.steps_per_epoch; }
+
+StatusOr<StepInfo> Trainer::Step() {
+  Impl& t = *impl_;
+  if (t.epoch >= t.config.epochs) return FailedPreconditionError("all epochs are done");
+  if (EpochStepsDone()) return FailedPreconditionError("the epoch's steps are done: FinishEpoch()");
+  try {
+    const double lr = t.LearningRate();
+    for (auto& group : t.optimizer->param_groups()) {
+      static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+    }
+    torch::Tensor batch, target;
+    t.SampleBatch(&batch, &target);
+    torch::Tensor loss = t.config.task == Task::kSegment
+                             ? SparseSegmentationLoss(t.net.forward(batch), target, t.class_weights)
+                             : Neighbor2NeighborLoss(t.net, batch, 2.0, t.gen);
+    t.optimizer->zero_grad();
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(t.module->parameters(), kGradClip);
+    t.optimizer->step();
+    StepInfo info;
+    info.loss = loss.item<double>();
+    t.epoch_loss_sum += info.loss;
+    info.epoch = t.epoch;
+    info.step_in_epoch = ++t.step_in_epoch;
+    info.global_step = ++t.global_step;
+    return info;
+  } catch (const c10::Error& e) {
+    return InternalError(std::string("training step failed: ") + e.what_without_backtrace());
+  }
+}
+
+StatusOr<EpochMetrics> Trainer::FinishEpoch() {
+  Impl& t = *impl_;
+  if (!EpochStepsDone()) return FailedPreconditionError("the epoch has steps left");
+  EpochMetrics m;
+  try {
+    m = t.Validate();
+  } catch (const c10::Error& e) {
+    return InternalError(std::string("validation failed: ") + e.what_without_backtrace());
+  }
+  m.epoch = t.epoch + 1;
+  m.train_loss = t.epoch_loss_sum / static_cast<double>(t.config.steps_per_epoch);
+  t.history.push_back(m);
+  ++t.epoch;
+  t.step_in_epoch = 0;
+  t.epoch_loss_sum = 0;
+  return m;
+}
+
+Status Trainer::RunUntilEpoch(int64_t end_epoch, const Hooks& hooks) {
+  end_epoch = std::min(end_epoch, impl_->config.epochs);
+  while (impl_->epoch < end_epoch) {
+    if (EpochStepsDone()) {
+      IDLEGRID_ASSIGN_OR_RETURN(EpochMetrics m, FinishEpoch());
+      if (hooks.on_epoch) hooks.on_epoch(m);
+      continue;
+    }
+    if (hooks.should_stop && hooks.should_stop()) return CancelledError("training stopped");
+    IDLEGRID_ASSIGN_OR_RETURN(StepInfo info, Step());
+    if (hooks.on_step) hooks.on_step(info);
+  }
+  return Status::Ok();
+}
+
+Status Trainer::SaveCheckpoint(const std::string& path) const {
+  const Impl& t = *impl_;
+  try {
+    torch::serialize::OutputArchive a, model, optimizer;
+    WriteString(a, "format", kCheckpointFormat);
+    WriteString(a, "config", ConfigToJson(t.config).dump());
+    t.module->save(model);
+    a.write("model", model);
+    t.optimizer->save(optimizer);
+    a.write("optimizer", optimizer);
+    a.write("torch_rng", t.gen.get_state());
+    std::ostringstream rng;
+    rng << t.rng;
+    WriteString(a, "std_rng", rng.str());
+    a.write("position", torch::tensor({t.epoch, t.step_in_epoch, t.global_step}, torch::kInt64));
+    a.write("epoch_loss_sum", torch::tensor({t.epoch_loss_sum}, torch::kFloat64));
+    WriteString(a, "history", HistoryToJson(t.history).dump());
+    return SaveArchiveAtomic(a, path);
+  } catch (const c10::Error& e) {
+    return IoError("cannot write checkpoint " + path + ": " + e.what_without_backtrace());
+  }
+}
+
+Status Trainer::LoadCheckpoint(const std::string& path) {
+  Impl& t = *impl_;
+  try {
+    torch::serialize::InputArchive a, model, optimizer;
+    a.load_from(path);
+    if (ReadString(a, "format") != kCheckpointFormat) {
+      return DataLossError(path + " is not an idlegrid checkpoint");
+    }
+    if (ReadString(a, "config") != ConfigToJson(t.config).dump()) {
+      return FailedPreconditionError("checkpoint " + path + " belongs to another model configuration");
+    }
+    a.read("model", model);
+    t.module->load(model);
+    a.read("optimizer", optimizer);
+    t.optimizer->load(optimizer);
+    torch::Tensor rng_state;
+    a.read("torch_rng", rng_state);
+    t.gen.set_state(rng_state);
+    std::istringstream rng(ReadString(a, "std_rng"));
+    rng >> t.rng;
+    torch::Tensor position, loss_sum;
+    a.read("position", position);
+    a.read("epoch_loss_sum", loss_sum);
+    t.epoch = position[0].item<int64_t>();
+    t.step_in_epoch = position[1].item<int64_t>();
+    t.global_step = position[2].item<int64_t>();
+    t.epoch_loss_sum = loss_sum[0].item<double>();
+    StatusOr<Json> history = ParseJson(ReadString(a, "history"));
+    if (!history.ok()) return DataLossError("checkpoint history is corrupt");
+    t.history = HistoryFromJson(*history);
+    if (rng.fail()) return DataLossError("checkpoint random state is corrupt");
+  } catch (const c10::Error& e) {
+    return DataLossError("cannot read checkpoint " + path + ": " + e.what_without_backtrace());
+  } catch (const Json::exception& e) {
+    return DataLossError("cannot read checkpoint " + path + ": " + e.what());
+  }
+  return Status::Ok();
+}
+
+Status Trainer::ExportModel(const std::string& path, const std::string& metadata_json) const {
+  const Impl& t = *impl_;
+  StatusOr<Json> meta = ParseJson(metadata_json);
+  if (!meta.ok() || !meta->is_object()) return InvalidArgumentError("model metadata must be a JSON object");
+  (*meta)["history"] = HistoryToJson(t.history);
+  (*meta)["trained_epochs"] = t.epoch;
+  (*meta)["train_voxels"] = t.train_count;
+  (*meta)["validation_voxels"] = t.val_count;
+  try {
+    torch::serialize::OutputArchive a, model;
+    WriteString(a, "format", kModelFormat);
+    WriteString(a, "config", ConfigToJson(t.config).dump());
+    WriteString(a, "metadata", meta->dump());
+    t.module->save(model);
+    a.write("model", model);
+    return SaveArchiveAtomic(a, path);
+  } catch (const c10::Error& e) {
+    return IoError("cannot write model " + path + ": " + e.what_without_backtrace());
+  }
+}
+
+int64_t Trainer::epoch() const { return impl_->epoch; }
+int64_t Trainer::step_in_epoch() const { return impl_->step_in_epoch; }
+int64_t Trainer::global_step() const { return impl_->global_step; }
+const std::vector<EpochMetrics>& Trainer::history() const { return impl_->history; }
+const ModelConfig& Trainer::config() const { return impl_->config; }
+int64_t Trainer::train_voxels() const { return impl_->train_count; }
+int64_t Trainer::validation_voxels() const { return impl_->val_count; }
+
+std::string Trainer::WeightsDigest() const {
+  // FNV-1a over names and bytes: enough to tell bit-identical weights from different ones.
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](const void* p, size_t n) {
+    const auto* b = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  };
+  for (const auto& item : impl_->module->named_parameters()) {
+    torch::Tensor v = item.value().detach().to(torch::kCPU).contiguous();
+    mix(item.key().data(), item.key().size());
+    mix(v.data_ptr(), static_cast<size_t>(v.numel() * v.element_size()));
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+}  // namespace idlegrid::models

@@ -1,0 +1,248 @@
+#include "idlegrid/models/worker.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include "idlegrid/models/config_json.h"
+#include "idlegrid/models/model.h"
+#include "idlegrid/models/runtime.h"
+#include "idlegrid/models/trainer.h"
+#include "idlegrid/shared/files.h"
+#include "idlegrid/shared/protocol.h"
+#include "idlegrid/shared/tiff_io.h"
+
+namespace idlegrid::models {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class Events {
+ public:
+  explicit Events(std::FILE* out) : out_(out) {}
+  void Emit(Json j) {
+    if (out_ == nullptr) return;
+    std::string line = j.dump() + "\n";
+    std::fwrite(line.data(), 1, line.size(), out_);
+    std::fflush(out_);
+  }
+
+ private:
+  std::FILE* out_;
+};
+
+int ExitFor(const Status& st) {
+  switch (st.code()) {
+    case StatusCode::kOk: return kWorkerOk;
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kOutOfRange:
+    case StatusCode::kUnimplemented:
+    case StatusCode::kFailedPrecondition:
+    case StatusCode::kDataLoss:
+    case StatusCode::kResourceExhausted: return kWorkerBadInput;
+    case StatusCode::kNotFound:
+    case StatusCode::kIoError:
+    case StatusCode::kPermissionDenied: return kWorkerIoError;
+    case StatusCode::kCancelled: return kWorkerInterrupted;
+    default: return kWorkerInternal;
+  }
+}
+
+int Fail(Events& events, int code, const Status& st) {
+  events.Emit({{"event", "error"}, {"exit_code", code}, {"message", st.ToString()}});
+  return code;
+}
+
+std::string InputPath(const WorkerArgs& args, const WorkUnit& unit, const std::string& name) {
+  if (unit.inputs.count(name) == 0) return "";
+  return args.inputs_dir + "/" + name;
+}
+
+bool Stopping(const WorkerArgs& args) { return args.stop != nullptr && args.stop->load(); }
+
+int RunTrain(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
+  if (!unit.config.contains("model")) {
+    return Fail(events, kWorkerBadUnit, InvalidArgumentError("unit.config.model is missing"));
+  }
+  StatusOr<ModelConfig> config = ConfigFromJson(unit.config["model"], "unit.config.model");
+  if (!config.ok()) return Fail(events, kWorkerBadUnit, config.status());
+  if (unit.epochs->end > config->epochs) {
+    return Fail(events, kWorkerBadUnit,
+                InvalidArgumentError("unit.epochs.end exceeds the model's " + std::to_string(config->epochs) + " epochs"));
+  }
+  const std::string image_path = InputPath(args, unit, "image");
+  if (image_path.empty()) return Fail(events, kWorkerBadUnit, InvalidArgumentError("the unit has no \"image\" input"));
+  StatusOr<Volume> image = ReadTiff(image_path);
+  if (!image.ok()) return Fail(events, ExitFor(image.status()), image.status().WithContext("image"));
+  std::optional<Volume> labels;
+  if (config->task == Task::kSegment) {
+    const std::string labels_path = InputPath(args, unit, "labels");
+    if (labels_path.empty()) {
+      return Fail(events, kWorkerBadUnit, InvalidArgumentError("segmentation needs a \"labels\" input"));
+    }
+    StatusOr<Volume> l = ReadTiff(labels_path);
+    if (!l.ok()) return Fail(events, ExitFor(l.status()), l.status().WithContext("labels"));
+    labels = std::move(*l);
+  }
+  TrainerOptions options;
+  options.seed = static_cast<uint64_t>(unit.seed);
+  StatusOr<std::unique_ptr<Trainer>> trainer =
+      Trainer::Create(*config, *image, labels ? &*labels : nullptr, options);
+  if (!trainer.ok()) return Fail(events, ExitFor(trainer.status()), trainer.status());
+  Trainer& t = **trainer;
+  const std::string checkpoint_in = InputPath(args, unit, "checkpoint");
+  if (!checkpoint_in.empty()) {
+    Status st = t.LoadCheckpoint(checkpoint_in);
+    if (!st.ok()) return Fail(events, ExitFor(st), st);
+  } else if (unit.epochs->begin > 0) {
+    return Fail(events, kWorkerBadUnit,
+                InvalidArgumentError("a unit starting at epoch " + std::to_string(unit.epochs->begin) +
+                                     " needs a \"checkpoint\" input"));
+  }
+  if (t.epoch() < unit.epochs->begin) {
+    return Fail(events, kWorkerBadUnit,
+                InvalidArgumentError("the checkpoint is at epoch " + std::to_string(t.epoch()) +
+                                     ", before the unit's first epoch " + std::to_string(unit.epochs->begin)));
+  }
+  events.Emit({{"event", "start"}, {"kind", "train_epochs"}, {"model", config->name},
+               {"epoch", t.epoch()}, {"step", t.step_in_epoch()}, {"end_epoch", unit.epochs->end},
+               {"train_voxels", t.train_voxels()}, {"validation_voxels", t.validation_voxels()}});
+
+  const std::string checkpoint_out = args.outputs_dir + "/checkpoint.pt";
+  auto write_metrics = [&]() {
+    Json history = Json::array();
+    for (const EpochMetrics& m : t.history()) {
+      history.push_back({{"epoch", m.epoch}, {"train_loss", m.train_loss}, {"dice", m.dice},
+                         {"iou", m.iou}, {"mean_dice", m.mean_dice}});
+    }
+    return WriteFileAtomic(args.outputs_dir + "/metrics.json", Json{{"history", history}}.dump() + "\n");
+  };
+  auto checkpoint = [&](const char* reason) -> Status {
+    Status st = t.SaveCheckpoint(checkpoint_out);
+    if (st.ok()) st = write_metrics();
+    if (st.ok()) {
+      events.Emit({{"event", "checkpoint"}, {"path", "checkpoint.pt"}, {"reason", reason},
+                   {"epoch", t.epoch()}, {"step", t.step_in_epoch()}, {"global_step", t.global_step()}});
+    }
+    return st;
+  };
+
+  const int64_t total_steps = (unit.epochs->end - unit.epochs->begin) * config->steps_per_epoch;
+  const int64_t first_step = unit.epochs->begin * config->steps_per_epoch;
+  auto last_checkpoint = Clock::now(), last_progress = Clock::now();
+  Status pending;  // a checkpoint failure inside a hook
+  Trainer::Hooks hooks;
+  hooks.should_stop = [&] { return Stopping(args) || !pending.ok(); };
+  hooks.on_step = [&](const StepInfo& s) {
+    auto now = Clock::now();
+    if (now - last_progress >= std::chrono::milliseconds(500)) {
+      last_progress = now;
+      double fraction = static_cast<double>(s.global_step - first_step) / static_cast<double>(std::max<int64_t>(1, total_steps));
+      events.Emit({{"event", "progress"}, {"fraction", std::clamp(fraction, 0.0, 1.0)}, {"epoch", s.epoch},
+                   {"step", s.step_in_epoch}, {"loss", s.loss}});
+    }
+    if (now - last_checkpoint >= std::chrono::seconds(unit.checkpoint_every_s)) {
+      last_checkpoint = now;
+      pending = checkpoint("timer");
+    }
+  };
+  hooks.on_epoch = [&](const EpochMetrics& m) {
+    events.Emit({{"event", "epoch"}, {"epoch", m.epoch}, {"train_loss", m.train_loss},
+                 {"dice", m.dice}, {"iou", m.iou}, {"mean_dice", m.mean_dice}});
+    last_checkpoint = Clock::now();
+    pending = checkpoint("epoch");
+  };
+  Status run = t.RunUntilEpoch(unit.epochs->end, hooks);
+  if (!pending.ok()) return Fail(events, kWorkerIoError, pending);
+  if (run.code() == StatusCode::kCancelled) {
+    Status st = checkpoint("interrupt");
+    if (!st.ok()) return Fail(events, kWorkerIoError, st);
+    events.Emit({{"event", "interrupted"}, {"epoch", t.epoch()}, {"step", t.step_in_epoch()}});
+    return kWorkerInterrupted;
+  }
+  if (!run.ok()) return Fail(events, ExitFor(run), run);
+  Status st = checkpoint("done");
+  if (st.ok() && t.epoch() >= config->epochs) {
+    Json meta{{"unit_id", unit.unit_id}, {"job_id", unit.job_id}, {"seed", unit.seed},
+              {"threads", unit.threads}};
+    st = t.ExportModel(args.outputs_dir + "/model.pt", meta.dump());
+  }
+  if (!st.ok()) return Fail(events, kWorkerIoError, st);
+  const EpochMetrics* last = t.history().empty() ? nullptr : &t.history().back();
+  events.Emit({{"event", "done"}, {"epoch", t.epoch()},
+               {"mean_dice", last ? last->mean_dice : -1.0},
+               {"model", t.epoch() >= config->epochs}});
+  return kWorkerOk;
+}
+
+int RunInfer(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
+  std::string output = "labels";
+  if (unit.config.contains("output")) {
+    if (!unit.config["output"].is_string()) {
+      return Fail(events, kWorkerBadUnit, InvalidArgumentError("unit.config.output must be a string"));
+    }
+    output = unit.config["output"].get<std::string>();
+  }
+  if (output != "labels" && output != "probabilities" && output != "denoised") {
+    return Fail(events, kWorkerBadUnit,
+                InvalidArgumentError("unit.config.output: expected labels, probabilities or denoised"));
+  }
+  const std::string model_path = InputPath(args, unit, "model"), volume_path = InputPath(args, unit, "volume");
+  if (model_path.empty() || volume_path.empty()) {
+    return Fail(events, kWorkerBadUnit, InvalidArgumentError("infer_slab needs \"model\" and \"volume\" inputs"));
+  }
+  InferenceOptions options;
+  options.probabilities = output == "probabilities";
+  StatusOr<std::unique_ptr<Model>> model = Model::Load(model_path, options);
+  if (!model.ok()) return Fail(events, ExitFor(model.status()), model.status());
+  StatusOr<TiffInfo> info = ProbeTiff(volume_path);
+  if (!info.ok()) return Fail(events, ExitFor(info.status()), info.status());
+  const SlabRange& slab = *unit.slab;
+  if (slab.read_end() > info->shape.z) {
+    return Fail(events, kWorkerBadUnit, OutOfRangeError("the slab reaches slice " + std::to_string(slab.read_end()) +
+                                                        " of a volume of " + std::to_string(info->shape.z)));
+  }
+  if (((*model)->config().task == Task::kDenoise) != (output == "denoised")) {
+    return Fail(events, kWorkerBadUnit, InvalidArgumentError("output \"" + output + "\" does not fit this model"));
+  }
+  events.Emit({{"event", "start"}, {"kind", "infer_slab"}, {"z_begin", slab.z_begin}, {"z_end", slab.z_end}});
+  TiffReadOptions range;
+  range.z_begin = slab.read_begin();
+  range.z_end = slab.read_end();
+  StatusOr<Volume> input = ReadTiff(volume_path, range);
+  if (!input.ok()) return Fail(events, ExitFor(input.status()), input.status());
+  if (Stopping(args)) return kWorkerInterrupted;
+  StatusOr<InferenceResult> result = (*model)->Predict(*input, slab, info->shape.z);
+  if (!result.ok()) return Fail(events, ExitFor(result.status()), result.status());
+  if (Stopping(args)) return kWorkerInterrupted;
+  Status st;
+  if (output == "denoised") {
+    st = WriteTiff(args.outputs_dir + "/denoised.tif", result->denoised);
+  } else {
+    st = WriteTiff(args.outputs_dir + "/labels.tif", result->labels);
+    if (st.ok() && output == "probabilities") {
+      st = WriteTiff(args.outputs_dir + "/probabilities.tif", result->probabilities);
+    }
+  }
+  if (!st.ok()) return Fail(events, kWorkerIoError, st);
+  events.Emit({{"event", "progress"}, {"fraction", 1.0}});
+  events.Emit({{"event", "done"}, {"slices", slab.depth()}});
+  return kWorkerOk;
+}
+
+}  // namespace
+
+int RunWorkUnit(const WorkerArgs& args) {
+  Events events(args.events);
+  StatusOr<std::string> text = ReadFile(args.unit_path, 1 << 20);
+  if (!text.ok()) return Fail(events, kWorkerIoError, text.status());
+  StatusOr<WorkUnit> unit = ParseMessage<WorkUnit>(*text);
+  if (!unit.ok()) return Fail(events, kWorkerBadUnit, unit.status());
+  Status st = MakeDirs(args.outputs_dir);
+  if (!st.ok()) return Fail(events, kWorkerIoError, st);
+  ConfigureCpuRuntime(static_cast<int>(unit->threads));
+  return unit->kind == UnitKind::kTrainEpochs ? RunTrain(args, *unit, events)
+                                              : RunInfer(args, *unit, events);
+}
+
+}  // namespace idlegrid::models

@@ -1,0 +1,47 @@
+// Small data and configurations that train in seconds on one CPU thread.
+#ifndef IDLEGRID_TESTS_MODELS_MODEL_FIXTURES_H_
+#define IDLEGRID_TESTS_MODELS_MODEL_FIXTURES_H_
+
+#include "idlegrid/models/runtime.h"
+#include "idlegrid/models/strategy.h"
+#include "idlegrid/shared/sample_volume.h"
+
+namespace idlegrid::testing {
+
+inline const MaterialsSample& SmallSample() {
+  static const MaterialsSample sample = [] {
+    SampleOptions o;
+    o.shape = {12, 64, 64, 1};
+    o.grains = 10;
+    o.pores = 6;
+    o.inclusions = 12;
+    o.labelled_pixels = 3000;
+    o.brush_radius = 2;
+    return GenerateMaterialsSample(o).value();
+  }();
+  return sample;
+}
+
+// The strategy's candidate for `architecture`, shrunk to test size.
+inline models::ModelConfig TinyConfig(const std::string& architecture, int64_t epochs = 2,
+                                      int64_t steps = 3) {
+  models::ConfigureCpuRuntime(1);
+  const MaterialsSample& s = SmallSample();
+  models::DataFingerprint fp = models::ComputeFingerprint(s.image, &s.scribbles, {}).value();
+  for (models::ModelConfig c : models::PlanCandidates(fp)) {
+    if (c.architecture != architecture) continue;
+    c.base_filters = 8;
+    c.depth = 2;
+    c.patch_y = c.patch_x = 32;
+    if (architecture == "unet3d") c.patch_z = 8;
+    c.batch_size = 2;
+    c.epochs = epochs;
+    c.steps_per_epoch = steps;
+    return c;
+  }
+  std::abort();
+}
+
+}  // namespace idlegrid::testing
+
+#endif  // IDLEGRID_TESTS_MODELS_MODEL_FIXTURES_H_

@@ -1,0 +1,112 @@
+#include "idlegrid/models/strategy.h"
+
+#include <set>
+
+#include <catch2/catch.hpp>
+
+#include "idlegrid/models/config_json.h"
+#include "model_fixtures.h"
+
+namespace idlegrid::models {
+namespace {
+
+using testing::SmallSample;
+
+TEST_CASE("the fingerprint measures intensities and labels", "[strategy]") {
+  const MaterialsSample& s = SmallSample();
+  DataFingerprint fp = ComputeFingerprint(s.image, &s.scribbles, {}).value();
+  CHECK(fp.num_classes == 3);
+  CHECK(fp.labelled_per_class.size() == 3);
+  CHECK(fp.labelled_slices == 1);
+  CHECK(fp.p005 < fp.mean);
+  CHECK(fp.mean < fp.p995);
+  CHECK(fp.std > 0);
+}
+
+TEST_CASE("at least four valid candidates that differ in kind", "[strategy]") {
+  const MaterialsSample& s = SmallSample();
+  DataFingerprint fp = ComputeFingerprint(s.image, &s.scribbles, {}).value();
+  std::vector<ModelConfig> c = PlanCandidates(fp);
+  REQUIRE(c.size() >= 4);
+  std::set<std::string> archs, names;
+  for (const ModelConfig& m : c) {
+    INFO(m.name);
+    CHECK(m.Validate().ok());
+    CHECK(m.patch_y <= 64);
+    CHECK(m.patch_z <= 12);
+    CHECK(m.class_weights.size() == 3);
+    archs.insert(m.architecture);
+    names.insert(m.name);
+    // The JSON form round-trips exactly.
+    CHECK(ConfigToJson(ConfigFromJson(ConfigToJson(m)).value()) == ConfigToJson(m));
+  }
+  CHECK(archs == std::set<std::string>{"unet2d", "unet25d", "unet3d", "dilated2d"});
+  CHECK(names.size() == c.size());
+
+  // A single 2D image: substitutes keep four candidates, all 2D.
+  Volume slice = ExtractSlab(s.image, SlabRange{6, 7, 0, 0}).value();
+  Volume labels = ExtractSlab(s.scribbles, SlabRange{6, 7, 0, 0}).value();
+  DataFingerprint fp2 = ComputeFingerprint(slice, &labels, {}).value();
+  std::vector<ModelConfig> c2 = PlanCandidates(fp2);
+  CHECK(c2.size() >= 4);
+  for (const ModelConfig& m : c2) CHECK_FALSE(IsThreeD(m.architecture));
+}
+
+TEST_CASE("more labels buy more training; a GPU buys bigger patches", "[strategy]") {
+  const MaterialsSample& s = SmallSample();
+  DataFingerprint fp = ComputeFingerprint(s.image, &s.scribbles, {}).value();
+  fp.labelled_total = 50000;
+  ModelConfig few = PlanCandidates(fp)[0];
+  fp.labelled_total = 1000000;
+  ModelConfig many = PlanCandidates(fp)[0];
+  CHECK(many.epochs > few.epochs);
+  fp.shape.y = fp.shape.x = 1024;
+  ModelConfig cpu = PlanCandidates(fp)[0];
+  fp.resources.gpu = true;
+  ModelConfig gpu = PlanCandidates(fp)[0];
+  CHECK(cpu.patch_y == 128);
+  CHECK(gpu.patch_y == 256);
+  ModelConfig denoise = PlanDenoiser(fp);
+  CHECK(denoise.task == Task::kDenoise);
+  CHECK(denoise.Validate().ok());
+}
+
+TEST_CASE("unusable data is refused with a reason", "[strategy]") {
+  const MaterialsSample& s = SmallSample();
+  Volume none = Volume::Create({12, 64, 64, 1}, DType::kUInt8).value();
+  CHECK(ComputeFingerprint(s.image, &none, {}).status().message().find("no labelled pixels") != std::string::npos);
+
+  Volume gap = s.scribbles;  // relabel class 2 as 3 wherever class 3 is absent: class 2 missing
+  for (int64_t i = 0; i < gap.shape().elements(); ++i) {
+    if (gap.data<uint8_t>()[i] == 2) gap.data<uint8_t>()[i] = 3;
+  }
+  CHECK(ComputeFingerprint(s.image, &gap, {}).status().message().find("class 2 has no labelled pixels") !=
+        std::string::npos);
+
+  Volume small = Volume::Create({12, 32, 32, 1}, DType::kUInt8).value();
+  CHECK(ComputeFingerprint(s.image, &small, {}).status().message().find("do not match") != std::string::npos);
+
+  Volume nan = Volume::Create({2, 20, 20, 1}, DType::kFloat32).value();
+  nan.data<float>()[123] = std::nanf("");
+  CHECK(ComputeFingerprint(nan, nullptr, {}).status().message().find("NaN") != std::string::npos);
+
+  Volume tiny = Volume::Create({1, 8, 8, 1}, DType::kUInt8).value();
+  CHECK(ComputeFingerprint(tiny, nullptr, {}).status().message().find("smaller than the smallest patch") !=
+        std::string::npos);
+}
+
+TEST_CASE("invalid model configurations are refused", "[strategy]") {
+  ModelConfig c = testing::TinyConfig("unet2d");
+  Json j = ConfigToJson(c);
+  j["architecture"] = "transformer9000";
+  CHECK(ConfigFromJson(j).status().message().find("unknown architecture") != std::string::npos);
+  j = ConfigToJson(c);
+  j["patch"] = {1, 30, 32};  // not a multiple of 2^depth
+  CHECK(ConfigFromJson(j).status().message().find("patch_y") != std::string::npos);
+  j = ConfigToJson(c);
+  j["code"] = "import os";
+  CHECK(ConfigFromJson(j).status().message().find("unknown field") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace idlegrid::models

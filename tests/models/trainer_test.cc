@@ -1,0 +1,153 @@
+#include "idlegrid/models/trainer.h"
+
+#include <catch2/catch.hpp>
+
+#include "idlegrid/models/config_json.h"
+#include "model_fixtures.h"
+#include "test_util.h"
+#include "training_ops.h"
+
+namespace idlegrid::models {
+namespace {
+
+using testing::SmallSample;
+using testing::TempDir;
+using testing::TinyConfig;
+
+std::unique_ptr<Trainer> MakeTrainer(const ModelConfig& c, uint64_t seed = 7) {
+  const MaterialsSample& s = SmallSample();
+  TrainerOptions o;
+  o.seed = seed;
+  StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(c, s.image, &s.scribbles, o);
+  REQUIRE(t.ok());
+  return std::move(t).value();
+}
+
+TEST_CASE("every architecture learns: the loss falls within a few steps", "[models][train]") {
+  for (const char* arch : {"unet2d", "unet25d", "unet3d", "dilated2d"}) {
+    INFO(arch);
+    ModelConfig c = TinyConfig(arch, 1, 40);
+    c.augment = false;  // a clean signal of learning
+    c.learning_rate = 3e-3;
+    auto t = MakeTrainer(c);
+    std::vector<double> losses;
+    Trainer::Hooks hooks;
+    hooks.on_step = [&](const StepInfo& s) { losses.push_back(s.loss); };
+    REQUIRE(t->RunUntilEpoch(1, hooks).ok());
+    REQUIRE(losses.size() == 40);
+    double first = (losses[0] + losses[1] + losses[2] + losses[3] + losses[4]) / 5;
+    double last = (losses[35] + losses[36] + losses[37] + losses[38] + losses[39]) / 5;
+    CHECK(last < 0.8 * first);
+    // Validation ran on held-out strokes and scored every class.
+    REQUIRE(t->history().size() == 1);
+    CHECK(t->history()[0].dice.size() == 3);
+    CHECK(t->history()[0].mean_dice > 0);
+    CHECK(t->validation_voxels() > 0);
+    CHECK(t->train_voxels() > t->validation_voxels());
+  }
+}
+
+TEST_CASE("unlabelled voxels do not contribute to the loss or its gradient", "[models][train]") {
+  torch::manual_seed(0);
+  torch::Tensor logits = torch::randn({2, 3, 8, 8}, torch::requires_grad());
+  torch::Tensor target = torch::zeros({2, 8, 8}, torch::kLong);
+  target.index_put_({0, torch::indexing::Slice(0, 3), torch::indexing::Slice()}, 1);
+  target.index_put_({1, 5, torch::indexing::Slice(2, 6)}, 3);
+  target.index_put_({1, 7, 7}, 2);
+  torch::Tensor loss = SparseSegmentationLoss(logits, target, torch::Tensor());
+  loss.backward();
+  torch::Tensor grad_norm = logits.grad().abs().sum(1);  // [2, 8, 8]
+  torch::Tensor unlabelled = target == 0;
+  CHECK(grad_norm.masked_select(unlabelled).max().item<float>() == 0.0f);
+  CHECK(grad_norm.masked_select(~unlabelled).min().item<float>() > 0.0f);
+  // Changing the predictions where nothing is labelled changes nothing.
+  torch::Tensor other = logits.detach().clone();
+  other.masked_fill_(unlabelled.unsqueeze(1).expand_as(other), 42.0);
+  CHECK(SparseSegmentationLoss(other, target, torch::Tensor()).item<double>() ==
+        Approx(loss.item<double>()).epsilon(1e-6));
+  // Class weights change the loss.
+  torch::Tensor w = torch::tensor({1.0f, 5.0f, 1.0f});
+  CHECK(SparseSegmentationLoss(logits.detach(), target, w).item<double>() != Approx(loss.item<double>()));
+}
+
+// Trains from scratch to the end, stopping and resuming from a checkpoint (in a new Trainer,
+// as a new process would) after each of `stops` (global step counts).
+std::string TrainWithInterruptions(const ModelConfig& c, const std::vector<int64_t>& stops,
+                                   const std::string& dir, std::vector<EpochMetrics>* history) {
+  auto t = MakeTrainer(c);
+  size_t next = 0;
+  for (int round = 0; round < 10; ++round) {
+    Trainer::Hooks hooks;
+    hooks.should_stop = [&] { return next < stops.size() && t->global_step() >= stops[next]; };
+    Status st = t->RunUntilEpoch(c.epochs, hooks);
+    if (st.ok()) break;
+    REQUIRE(st.code() == StatusCode::kCancelled);
+    ++next;
+    REQUIRE(t->SaveCheckpoint(dir + "/ck.pt").ok());
+    t = MakeTrainer(c);  // a fresh process: nothing carried over but the file
+    REQUIRE(t->LoadCheckpoint(dir + "/ck.pt").ok());
+  }
+  CHECK(t->epoch() == c.epochs);
+  *history = t->history();
+  return t->WeightsDigest();
+}
+
+TEST_CASE("training resumed from checkpoints is bit-identical", "[models][train]") {
+  TempDir dir;
+  for (const char* arch : {"unet2d", "unet3d"}) {
+    INFO(arch);
+    ModelConfig c = TinyConfig(arch, 3, 4);  // augmentation on: every RNG matters
+    std::vector<EpochMetrics> h0, h1, h3;
+    std::string straight = TrainWithInterruptions(c, {}, dir.path(), &h0);
+    std::string once = TrainWithInterruptions(c, {6}, dir.path(), &h1);           // mid-epoch
+    std::string thrice = TrainWithInterruptions(c, {2, 4, 9}, dir.path(), &h3);   // incl. boundary
+    CHECK(once == straight);
+    CHECK(thrice == straight);
+    REQUIRE(h1.size() == h0.size());
+    for (size_t i = 0; i < h0.size(); ++i) {
+      CHECK(h1[i].train_loss == h0[i].train_loss);
+      CHECK(h3[i].dice == h0[i].dice);
+    }
+    // A different seed is a different run (the check above can fail).
+    auto other = MakeTrainer(c, 8);
+    REQUIRE(other->RunUntilEpoch(c.epochs, {}).ok());
+    CHECK(other->WeightsDigest() != straight);
+  }
+}
+
+TEST_CASE("checkpoints of another configuration or corrupt files are refused", "[models][train]") {
+  TempDir dir;
+  ModelConfig c = TinyConfig("unet2d", 1, 2);
+  auto t = MakeTrainer(c);
+  REQUIRE(t->Step().ok());
+  REQUIRE(t->SaveCheckpoint(dir / "ck.pt").ok());
+  ModelConfig other = c;
+  other.learning_rate = 5e-4;
+  auto t2 = MakeTrainer(other);
+  CHECK(t2->LoadCheckpoint(dir / "ck.pt").code() == StatusCode::kFailedPrecondition);
+  std::string bytes = testing::Slurp(dir / "ck.pt");
+  testing::Spit(dir / "bad.pt", bytes.substr(0, bytes.size() / 2));
+  CHECK(t2->LoadCheckpoint(dir / "bad.pt").code() == StatusCode::kDataLoss);
+  testing::Spit(dir / "junk.pt", "not a checkpoint");
+  CHECK(t2->LoadCheckpoint(dir / "junk.pt").code() == StatusCode::kDataLoss);
+  CHECK(t2->LoadCheckpoint(dir / "absent.pt").code() == StatusCode::kDataLoss);
+}
+
+TEST_CASE("bad training input is refused before anything runs", "[models][train]") {
+  const MaterialsSample& s = SmallSample();
+  ModelConfig c = TinyConfig("unet2d");
+  Volume wrong = Volume::Create({12, 60, 64, 1}, DType::kUInt8).value();
+  CHECK(Trainer::Create(c, s.image, &wrong, {}).status().message().find("do not match") != std::string::npos);
+  CHECK(Trainer::Create(c, s.image, nullptr, {}).status().message().find("needs labels") != std::string::npos);
+  ModelConfig big = c;
+  big.patch_y = big.patch_x = 128;
+  CHECK(Trainer::Create(big, s.image, &s.scribbles, {}).status().message().find("smaller than a patch") !=
+        std::string::npos);
+  ModelConfig unknown = c;
+  unknown.architecture = "resnet";
+  CHECK(Trainer::Create(unknown, s.image, &s.scribbles, {}).status().message().find("unknown architecture") !=
+        std::string::npos);
+}
+
+}  // namespace
+}  // namespace idlegrid::models
