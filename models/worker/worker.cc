@@ -238,6 +238,13 @@ int RunWorkUnit(const WorkerArgs& args) {
   if (!text.ok()) return Fail(events, kWorkerIoError, text.status());
   StatusOr<WorkUnit> unit = ParseMessage<WorkUnit>(*text);
   if (!unit.ok()) return Fail(events, kWorkerBadUnit, unit.status());
+  for (const auto& [name, ref] : unit->inputs) {
+    (void)ref;
+    if (!std::filesystem::is_regular_file(args.inputs_dir + "/" + name)) {
+      return Fail(events, kWorkerIoError,
+                  NotFoundError("input \"" + name + "\" is missing from " + args.inputs_dir));
+    }
+  }
   Status st = MakeDirs(args.outputs_dir);
   if (!st.ok()) return Fail(events, kWorkerIoError, st);
   ConfigureCpuRuntime(static_cast<int>(unit->threads));

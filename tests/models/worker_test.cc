@@ -1,0 +1,258 @@
+// idlegrid-worker as a real process: units in, JSON lines and files out, signals.
+#include "idlegrid/models/worker.h"
+
+#include <chrono>
+#include <filesystem>
+
+#include <catch2/catch.hpp>
+
+#include "child_process.h"
+#include "idlegrid/models/config_json.h"
+#include "idlegrid/models/model.h"
+#include "idlegrid/models/trainer.h"
+#include "idlegrid/shared/protocol.h"
+#include "idlegrid/shared/tiff_io.h"
+#include "model_fixtures.h"
+#include "test_util.h"
+
+namespace idlegrid::models {
+namespace {
+
+using testing::ChildProcess;
+using testing::SmallSample;
+using testing::TempDir;
+
+const std::string kWorker = std::string(IDLEGRID_BIN_DIR) + "/idlegrid-worker";
+
+struct Dirs {
+  TempDir root;
+  std::string inputs = root / "in", outputs = root / "out";
+  Dirs() {
+    std::filesystem::create_directories(inputs);
+    REQUIRE(WriteTiff(inputs + "/image", SmallSample().image).ok());
+    REQUIRE(WriteTiff(inputs + "/labels", SmallSample().scribbles).ok());
+  }
+};
+
+BlobRef Ref() {
+  BlobRef b;
+  b.sha256 = std::string(64, 'a');
+  b.size = 1;
+  return b;
+}
+
+WorkUnit TrainUnit(const ModelConfig& c, int64_t begin, int64_t end, bool with_checkpoint) {
+  WorkUnit u;
+  u.unit_id = "u1";
+  u.job_id = "j1";
+  u.kind = UnitKind::kTrainEpochs;
+  u.config = Json{{"model", ConfigToJson(c)}};
+  u.inputs["image"] = Ref();
+  u.inputs["labels"] = Ref();
+  if (with_checkpoint) u.inputs["checkpoint"] = Ref();
+  u.threads = 1;
+  u.checkpoint_every_s = 3600;
+  u.seed = 11;
+  u.epochs = EpochRange{begin, end};
+  return u;
+}
+
+std::string WriteUnit(const WorkUnit& u, const std::string& path) {
+  testing::Spit(path, u.ToJson().dump());
+  return path;
+}
+
+std::vector<Json> Events(const std::vector<std::string>& lines) {
+  std::vector<Json> out;
+  for (const std::string& l : lines) {
+    StatusOr<Json> j = ParseJson(l);
+    REQUIRE(j.ok());
+    out.push_back(*j);
+  }
+  return out;
+}
+
+// Weights of a worker's checkpoint, as a checksum.
+std::string CheckpointDigest(const ModelConfig& c, const std::string& path) {
+  TrainerOptions o;
+  o.seed = 11;
+  auto t = Trainer::Create(c, SmallSample().image, &SmallSample().scribbles, o).value();
+  REQUIRE(t->LoadCheckpoint(path).ok());
+  return t->WeightsDigest();
+}
+
+ModelConfig SlowConfig() {  // ~0.1 s per step: long enough to interrupt mid-epoch
+  ModelConfig c = testing::TinyConfig("unet2d", 2, 20);
+  c.patch_y = c.patch_x = 64;
+  c.base_filters = 16;
+  c.batch_size = 4;
+  return c;
+}
+
+TEST_CASE("a chain of training units reproduces one long unit", "[models][worker]") {
+  Dirs d;
+  ModelConfig c = testing::TinyConfig("unet2d", 2, 3);
+  ChildProcess whole({kWorker, "run", WriteUnit(TrainUnit(c, 0, 2, false), d.root / "u.json"),
+                      "--inputs", d.inputs, "--outputs", d.root / "whole"});
+  std::vector<Json> ev = Events(whole.Drain(60000));
+  REQUIRE(whole.Wait(5000) == kWorkerOk);
+  CHECK(ev.front()["event"] == "start");
+  CHECK(ev.back()["event"] == "done");
+  CHECK(ev.back()["model"] == true);
+  int epochs = 0, checkpoints = 0;
+  for (const Json& e : ev) {
+    epochs += e["event"] == "epoch";
+    checkpoints += e["event"] == "checkpoint";
+  }
+  CHECK(epochs == 2);
+  CHECK(checkpoints >= 2);
+  CHECK(std::filesystem::exists(d.root / "whole/model.pt"));
+  CHECK(ParseJson(testing::Slurp(d.root / "whole/metrics.json")).value()["history"].size() == 2);
+  REQUIRE(Model::Load(d.root / "whole/model.pt").ok());
+
+  ChildProcess first({kWorker, "run", WriteUnit(TrainUnit(c, 0, 1, false), d.root / "u1.json"),
+                      "--inputs", d.inputs, "--outputs", d.root / "first"});
+  first.Drain(60000);
+  REQUIRE(first.Wait(5000) == kWorkerOk);
+  CHECK_FALSE(std::filesystem::exists(d.root / "first/model.pt"));  // not the last epoch
+  std::filesystem::copy_file(d.root / "first/checkpoint.pt", d.inputs + "/checkpoint");
+  ChildProcess second({kWorker, "run", WriteUnit(TrainUnit(c, 1, 2, true), d.root / "u2.json"),
+                       "--inputs", d.inputs, "--outputs", d.root / "second"});
+  second.Drain(60000);
+  REQUIRE(second.Wait(5000) == kWorkerOk);
+  CHECK(CheckpointDigest(c, d.root / "second/checkpoint.pt") ==
+        CheckpointDigest(c, d.root / "whole/checkpoint.pt"));
+}
+
+TEST_CASE("SIGTERM mid-epoch checkpoints within 2 s and resuming loses nothing", "[models][worker]") {
+  Dirs d;
+  ModelConfig c = SlowConfig();
+  ChildProcess straight({kWorker, "run", WriteUnit(TrainUnit(c, 0, 2, false), d.root / "u.json"),
+                         "--inputs", d.inputs, "--outputs", d.root / "straight"});
+  straight.Drain(120000);
+  REQUIRE(straight.Wait(5000) == kWorkerOk);
+
+  ChildProcess victim({kWorker, "run", d.root / "u.json", "--inputs", d.inputs, "--outputs",
+                       d.root / "victim"});
+  // Wait until it is training (first progress line), then stop it.
+  bool training = false;
+  for (int i = 0; i < 100 && !training; ++i) {
+    std::optional<std::string> line = victim.ReadLine(30000);
+    REQUIRE(line);
+    training = ParseJson(*line).value()["event"] == "progress";
+  }
+  REQUIRE(training);
+  auto t0 = std::chrono::steady_clock::now();
+  victim.Signal(SIGTERM);
+  int code = victim.Wait(5000);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(code == kWorkerInterrupted);
+  CHECK(seconds < 2.0);
+  std::vector<Json> ev = Events(victim.Drain(1000));
+  bool checkpointed = false;
+  int64_t epoch = -1, step = -1;
+  for (const Json& e : ev) {
+    if (e["event"] == "checkpoint" && e["reason"] == "interrupt") {
+      checkpointed = true;
+      epoch = e["epoch"];
+      step = e["step"];
+    }
+  }
+  REQUIRE(checkpointed);
+  CHECK(epoch * c.steps_per_epoch + step > 0);
+  CHECK(epoch * c.steps_per_epoch + step < 2 * c.steps_per_epoch);
+
+  std::filesystem::copy_file(d.root / "victim/checkpoint.pt", d.inputs + "/checkpoint");
+  ChildProcess resumed({kWorker, "run", WriteUnit(TrainUnit(c, epoch, 2, true), d.root / "r.json"),
+                        "--inputs", d.inputs, "--outputs", d.root / "resumed"});
+  std::vector<Json> rev = Events(resumed.Drain(120000));
+  REQUIRE(resumed.Wait(5000) == kWorkerOk);
+  CHECK(rev.front()["step"] == step);  // it continued where the first one stopped
+  CHECK(CheckpointDigest(c, d.root / "resumed/checkpoint.pt") ==
+        CheckpointDigest(c, d.root / "straight/checkpoint.pt"));
+}
+
+TEST_CASE("an inference unit writes its slab", "[models][worker]") {
+  Dirs d;
+  ModelConfig c = testing::TinyConfig("unet25d", 1, 2);
+  ChildProcess train({kWorker, "run", WriteUnit(TrainUnit(c, 0, 1, false), d.root / "u.json"),
+                      "--inputs", d.inputs, "--outputs", d.root / "train"});
+  train.Drain(60000);
+  REQUIRE(train.Wait(5000) == kWorkerOk);
+  std::filesystem::copy_file(d.root / "train/model.pt", d.inputs + "/model");
+  std::filesystem::copy_file(d.inputs + "/image", d.inputs + "/volume");
+  WorkUnit u;
+  u.unit_id = "s1";
+  u.job_id = "j1";
+  u.kind = UnitKind::kInferSlab;
+  u.config = Json{{"output", "probabilities"}};
+  u.inputs["model"] = Ref();
+  u.inputs["volume"] = Ref();
+  u.slab = SlabRange{4, 8, c.InferenceHalo(), c.InferenceHalo()};
+  ChildProcess infer({kWorker, "run", WriteUnit(u, d.root / "s.json"), "--inputs", d.inputs,
+                      "--outputs", d.root / "infer"});
+  std::vector<Json> ev = Events(infer.Drain(60000));
+  REQUIRE(infer.Wait(5000) == kWorkerOk);
+  CHECK(ev.back()["event"] == "done");
+  Volume labels = ReadTiff(d.root / "infer/labels.tif").value();
+  CHECK(labels.shape() == VolumeShape{4, 64, 64, 1});
+  CHECK(ReadTiff(d.root / "infer/probabilities.tif").value().shape().c == 3);
+  InferenceResult whole = Model::Load(d.inputs + "/model").value()->PredictVolume(SmallSample().image).value();
+  CHECK(labels == ExtractSlab(whole.labels, SlabRange{4, 8, 0, 0}).value());
+}
+
+TEST_CASE("bad units and bad data exit with their own codes", "[models][worker]") {
+  Dirs d;
+  ModelConfig c = testing::TinyConfig("unet2d", 1, 1);
+  auto run = [&](const WorkUnit& u, const std::string& name) {
+    ChildProcess p({kWorker, "run", WriteUnit(u, d.root / (name + ".json")), "--inputs", d.inputs,
+                    "--outputs", d.root / name});
+    std::vector<Json> ev = Events(p.Drain(60000));
+    int code = p.Wait(5000);
+    if (code != kWorkerOk) {
+      REQUIRE_FALSE(ev.empty());
+      CHECK(ev.back()["event"] == "error");
+      CHECK(ev.back()["exit_code"] == code);
+    }
+    return code;
+  };
+  ModelConfig unknown = c;
+  WorkUnit u = TrainUnit(unknown, 0, 1, false);
+  u.config["model"]["architecture"] = "gpt";
+  CHECK(run(u, "arch") == kWorkerBadUnit);
+
+  WorkUnit resume_without = TrainUnit(c, 1, 1 + 0, false);
+  resume_without.epochs = EpochRange{0, 1};
+  resume_without.inputs.erase("labels");
+  CHECK(run(resume_without, "nolabels") == kWorkerBadUnit);
+
+  Volume nan = Volume::Create({12, 64, 64, 1}, DType::kFloat32).value();
+  nan.data<float>()[77] = std::nanf("");
+  REQUIRE(WriteTiff(d.inputs + "/nan", nan).ok());
+  std::filesystem::rename(d.inputs + "/image", d.inputs + "/image.good");
+  std::filesystem::copy_file(d.inputs + "/nan", d.inputs + "/image");
+  CHECK(run(TrainUnit(c, 0, 1, false), "nan") == kWorkerBadInput);
+  std::filesystem::remove(d.inputs + "/image");
+  std::filesystem::rename(d.inputs + "/image.good", d.inputs + "/image");
+
+  Volume small_labels = Volume::Create({12, 32, 32, 1}, DType::kUInt8).value();
+  REQUIRE(WriteTiff(d.inputs + "/labels.small", small_labels).ok());
+  std::filesystem::rename(d.inputs + "/labels", d.inputs + "/labels.good");
+  std::filesystem::copy_file(d.inputs + "/labels.small", d.inputs + "/labels");
+  CHECK(run(TrainUnit(c, 0, 1, false), "mismatch") == kWorkerBadInput);
+  std::filesystem::remove(d.inputs + "/labels");
+  std::filesystem::rename(d.inputs + "/labels.good", d.inputs + "/labels");
+
+  WorkUnit missing = TrainUnit(c, 0, 1, true);  // names a checkpoint that is not there
+  CHECK(run(missing, "missing") == kWorkerIoError);
+
+  testing::Spit(d.root / "garbage.json", "{\"schema\":1");
+  ChildProcess garbage({kWorker, "run", d.root / "garbage.json", "--inputs", d.inputs, "--outputs", d.root / "g"});
+  garbage.Drain(10000);
+  CHECK(garbage.Wait(5000) == kWorkerBadUnit);
+  ChildProcess usage({kWorker, "frobnicate"});
+  CHECK(usage.Wait(5000) == kWorkerUsage);
+}
+
+}  // namespace
+}  // namespace idlegrid::models
