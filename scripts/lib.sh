@@ -6,11 +6,11 @@ IDLEGRID_BUILD=${IDLEGRID_BUILD:-$IDLEGRID_ROOT/build}
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-# Installs the Debian packages of scripts/packages.txt that are not installed yet.
-# Quiet and quick when everything is there; uses sudo when not root.
+# Installs the Debian packages listed in a file (default scripts/packages.txt) that are not
+# installed yet. Quiet and quick when everything is there; uses sudo when not root.
 install_packages() {
-  local wanted missing=()
-  wanted=$(grep -v '^\s*#' "$IDLEGRID_ROOT/scripts/packages.txt" | grep -v '^\s*$')
+  local list=${1:-$IDLEGRID_ROOT/scripts/packages.txt} wanted missing=()
+  wanted=$(grep -v '^\s*#' "$list" | grep -v '^\s*$')
   for pkg in $wanted; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
       missing+=("$pkg")

@@ -1,0 +1,186 @@
+// Benchmarks of models/ (run through the bench/ scripts, which also run the Python peers):
+//   models_bench train-step THREADS BATCH PATCH FILTERS DEPTH CLASSES STEPS
+//       ms per training step of our U-Net (forward, CE + Dice, backward, Adam) on a fixed
+//       batch, then of a full Trainer step (sampling and augmentation included).
+//   models_bench segment DIR SCRIBBLES.tif BUDGET_S THREADS
+//       trains every candidate of the strategy within BUDGET_S seconds each and scores it
+//       against DIR/truth.tif; prints one line per candidate and a summary line.
+//   models_bench denoise DIR BUDGET_S THREADS
+//       self-supervised denoising of DIR/noisy.tif within BUDGET_S; writes DIR/denoised.tif.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "idlegrid/models/model.h"
+#include "idlegrid/models/runtime.h"
+#include "idlegrid/models/strategy.h"
+#include "idlegrid/models/trainer.h"
+#include "idlegrid/shared/tiff_io.h"
+#include "networks.h"
+#include "training_ops.h"
+
+namespace idlegrid::models {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+template <typename T>
+T Must(StatusOr<T> v) {
+  if (!v.ok()) {
+    std::fprintf(stderr, "models_bench: %s\n", v.status().ToString().c_str());
+    std::exit(1);
+  }
+  return std::move(v).value();
+}
+void Must(const Status& st) {
+  if (!st.ok()) {
+    std::fprintf(stderr, "models_bench: %s\n", st.ToString().c_str());
+    std::exit(1);
+  }
+}
+
+int TrainStep(int threads, int batch, int patch, int filters, int depth, int classes, int steps) {
+  ConfigureCpuRuntime(threads);
+  ModelConfig c;
+  c.architecture = "unet2d";
+  c.base_filters = filters;
+  c.depth = depth;
+  c.num_classes = classes;
+  c.patch_y = c.patch_x = patch;
+  c.batch_size = batch;
+  torch::manual_seed(0);
+  torch::nn::AnyModule net = BuildNetwork(c);
+  torch::optim::Adam opt(ModuleOf(net)->parameters(), torch::optim::AdamOptions(1e-3).weight_decay(3e-5));
+  torch::Tensor x = torch::randn({batch, 1, patch, patch});
+  torch::Tensor t = torch::randint(1, classes + 1, {batch, patch, patch}, torch::kLong);
+  Clock::time_point start;
+  for (int i = 0; i < steps + 3; ++i) {
+    if (i == 3) start = Clock::now();
+    torch::Tensor loss = SparseSegmentationLoss(net.forward(x), t, torch::Tensor());
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+  }
+  double pure = Since(start) * 1000 / steps;
+
+  // The same network inside the Trainer: patch sampling and augmentation included.
+  Volume image = Must(Volume::Create({1, 2 * patch, 2 * patch, 1}, DType::kUInt8));
+  Volume labels = Must(Volume::Create({1, 2 * patch, 2 * patch, 1}, DType::kUInt8));
+  for (int64_t i = 0; i < image.shape().elements(); ++i) {
+    image.data<uint8_t>()[i] = static_cast<uint8_t>(i * 7);
+    labels.data<uint8_t>()[i] = static_cast<uint8_t>(1 + (i / 97) % classes);
+  }
+  c.epochs = 1;
+  c.steps_per_epoch = steps + 3;
+  c.norm = Normalization{0, 255, 128, 64};
+  c.validation_fraction = 0;
+  auto trainer = Must(Trainer::Create(c, image, &labels, {}));
+  for (int i = 0; i < 3; ++i) Must(trainer->Step().status());
+  start = Clock::now();
+  for (int i = 0; i < steps; ++i) Must(trainer->Step().status());
+  double full = Since(start) * 1000 / steps;
+  std::printf("%.3f %.3f\n", pure, full);
+  return 0;
+}
+
+// Trains within `budget_s`: the strategy's configuration with its epochs capped to what a
+// measured step time allows (85% of the budget; the rest is validation and inference).
+std::unique_ptr<Trainer> TrainWithin(ModelConfig c, const Volume& image, const Volume* labels,
+                                     double budget_s, double* seconds) {
+  auto start = Clock::now();
+  auto probe = Must(Trainer::Create(c, image, labels, {}));
+  Must(probe->Step().status());  // warm-up
+  auto t0 = Clock::now();
+  for (int i = 0; i < 4; ++i) Must(probe->Step().status());
+  double per_step = Since(t0) / 4;
+  double left = budget_s - Since(start);
+  int64_t steps = static_cast<int64_t>(0.85 * left / per_step);
+  c.epochs = std::clamp<int64_t>(steps / c.steps_per_epoch, 1, c.epochs);
+  auto trainer = Must(Trainer::Create(c, image, labels, {}));
+  Trainer::Hooks hooks;
+  hooks.should_stop = [&] { return Since(start) > budget_s; };
+  Status st = trainer->RunUntilEpoch(c.epochs, hooks);
+  if (!st.ok() && st.code() != StatusCode::kCancelled) Must(st);
+  *seconds = Since(start);
+  return trainer;
+}
+
+double MeanDice(const Volume& pred, const Volume& truth, int64_t classes) {
+  double sum = 0;
+  for (int64_t c = 1; c <= classes; ++c) {
+    double tp = 0, p = 0, t = 0;
+    for (int64_t i = 0; i < pred.shape().elements(); ++i) {
+      bool a = pred.data<uint8_t>()[i] == c, b = truth.data<uint8_t>()[i] == c;
+      tp += a && b;
+      p += a;
+      t += b;
+    }
+    sum += p + t > 0 ? 2 * tp / (p + t) : 1;
+  }
+  return sum / static_cast<double>(classes);
+}
+
+int Segment(const std::string& dir, const std::string& scribbles, double budget, int threads) {
+  ConfigureCpuRuntime(threads);
+  Volume image = Must(ReadTiff(dir + "/image.tif"));
+  Volume truth = Must(ReadTiff(dir + "/truth.tif"));
+  Volume labels = Must(ReadTiff(scribbles));
+  Resources resources;
+  resources.threads = threads;
+  DataFingerprint fp = Must(ComputeFingerprint(image, &labels, resources));
+  double best = 0, picked = 0, best_val = -1;
+  std::string best_name, picked_name;
+  for (const ModelConfig& c : PlanCandidates(fp)) {
+    double seconds = 0;
+    auto trainer = TrainWithin(c, image, &labels, budget, &seconds);
+    const std::string path = dir + "/" + c.name + ".pt";
+    Must(trainer->ExportModel(path));
+    auto model = Must(Model::Load(path));
+    Volume pred = Must(model->PredictVolume(image)).labels;
+    double dice = MeanDice(pred, truth, fp.num_classes);
+    double val = trainer->history().empty() ? -1 : trainer->history().back().mean_dice;
+    std::printf("candidate %-14s steps %5lld  %6.1f s  validation dice %.4f  true dice %.4f\n",
+                c.name.c_str(), static_cast<long long>(trainer->global_step()), seconds, val, dice);
+    std::fflush(stdout);
+    if (dice > best) best = dice, best_name = c.name;
+    if (val > best_val) best_val = val, picked = dice, picked_name = c.name;
+  }
+  std::printf("summary best %.4f %s picked %.4f %s\n", best, best_name.c_str(), picked, picked_name.c_str());
+  return 0;
+}
+
+int Denoise(const std::string& dir, double budget, int threads) {
+  ConfigureCpuRuntime(threads);
+  Volume noisy = Must(ReadTiff(dir + "/noisy.tif"));
+  Resources resources;
+  resources.threads = threads;
+  ModelConfig c = PlanDenoiser(Must(ComputeFingerprint(noisy, nullptr, resources)));
+  c.epochs = 100000;  // the budget decides
+  double seconds = 0;
+  auto trainer = TrainWithin(c, noisy, nullptr, budget, &seconds);
+  Must(trainer->ExportModel(dir + "/denoiser.pt"));
+  auto model = Must(Model::Load(dir + "/denoiser.pt"));
+  Must(WriteTiff(dir + "/denoised.tif", Must(model->PredictVolume(noisy)).denoised));
+  std::printf("denoiser steps %lld in %.1f s\n", static_cast<long long>(trainer->global_step()), seconds);
+  return 0;
+}
+
+}  // namespace
+}  // namespace idlegrid::models
+
+int main(int argc, char** argv) {
+  using namespace idlegrid::models;
+  std::string cmd = argc > 1 ? argv[1] : "";
+  if (cmd == "train-step" && argc == 9) {
+    return TrainStep(std::atoi(argv[2]), std::atoi(argv[3]), std::atoi(argv[4]), std::atoi(argv[5]),
+                     std::atoi(argv[6]), std::atoi(argv[7]), std::atoi(argv[8]));
+  }
+  if (cmd == "segment" && argc == 6) return Segment(argv[2], argv[3], std::atof(argv[4]), std::atoi(argv[5]));
+  if (cmd == "denoise" && argc == 5) return Denoise(argv[2], std::atof(argv[3]), std::atoi(argv[4]));
+  std::fprintf(stderr, "usage: see the comment at the top of bench/models_bench.cc\n");
+  return 2;
+}
