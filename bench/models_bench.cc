@@ -14,6 +14,7 @@
 
 #include <torch/torch.h>
 
+#include "idlegrid/models/config_json.h"
 #include "idlegrid/models/model.h"
 #include "idlegrid/models/runtime.h"
 #include "idlegrid/models/strategy.h"
@@ -134,13 +135,23 @@ int Segment(const std::string& dir, const std::string& scribbles, double budget,
   DataFingerprint fp = Must(ComputeFingerprint(image, &labels, resources));
   double best = 0, picked = 0, best_val = -1;
   std::string best_name, picked_name;
-  for (const ModelConfig& c : PlanCandidates(fp)) {
+  for (ModelConfig c : PlanCandidates(fp)) {
+    // Experiments only: IDLEGRID_BENCH_OVERRIDE='{"learning_rate": 0.003}' replaces fields.
+    if (const char* o = std::getenv("IDLEGRID_BENCH_OVERRIDE")) {
+      Json j = ConfigToJson(c);
+      j.merge_patch(Must(ParseJson(o)));
+      c = Must(ConfigFromJson(j));
+    }
+    if (const char* only = std::getenv("IDLEGRID_BENCH_ONLY")) {
+      if (c.name != only) continue;
+    }
     double seconds = 0;
     auto trainer = TrainWithin(c, image, &labels, budget, &seconds);
     const std::string path = dir + "/" + c.name + ".pt";
     Must(trainer->ExportModel(path));
     auto model = Must(Model::Load(path));
     Volume pred = Must(model->PredictVolume(image)).labels;
+    Must(WriteTiff(dir + "/" + c.name + "_labels.tif", pred));
     double dice = MeanDice(pred, truth, fp.num_classes);
     double val = trainer->history().empty() ? -1 : trainer->history().back().mean_dice;
     std::printf("candidate %-14s steps %5lld  %6.1f s  validation dice %.4f  true dice %.4f\n",

@@ -82,7 +82,7 @@ StatusOr<InferenceResult> Model::Predict(const Volume& input, const SlabRange& s
   try {
     torch::Tensor in = NormalizedTensor(input, c.norm).to(impl_->device);
     PredictOptions po;
-    po.flip_tta = c.task == Task::kDenoise;  // cheap relative to training, clearly better
+    po.flip_tta = true;  // four in-plane flips: cheap next to training, clearly better
     torch::Tensor out = PredictSlices(impl_->net, c, in, slab.read_begin(), slab.z_begin, slab.z_end,
                                       total_depth, po).to(torch::kCPU);
     const VolumeShape out_shape{slab.depth(), s.y, s.x, 1};

@@ -17,7 +17,7 @@ struct UNetOptions {
   int64_t depth = 3;
 };
 
-// U-Net (Ronneberger et al. 2015) with instance norm and leaky ReLU (as in nnU-Net):
+// U-Net (Ronneberger et al. 2015) with batch norm and leaky ReLU:
 // two 3x3(x3) convolutions per level, max-pool down, transposed convolution up, skips.
 class UNetImpl : public torch::nn::Module {
  public:

@@ -64,7 +64,7 @@ TEST_CASE("more labels buy more training; a GPU buys bigger patches", "[strategy
   ModelConfig cpu = PlanCandidates(fp)[0];
   fp.resources.gpu = true;
   ModelConfig gpu = PlanCandidates(fp)[0];
-  CHECK(cpu.patch_y == 128);
+  CHECK(cpu.patch_y == 64);
   CHECK(gpu.patch_y == 256);
   ModelConfig denoise = PlanDenoiser(fp);
   CHECK(denoise.task == Task::kDenoise);
