@@ -196,18 +196,28 @@ std::vector<ModelConfig> PlanCandidates(const DataFingerprint& fp) {
   dil.name = "dilated2d";
   out.push_back(dil);
 
-  // Thin stacks: substitute wider/deeper 2D U-Nets so there are always four candidates.
-  if (out.size() < 4) {
-    ModelConfig wide = base;
-    wide.base_filters = base.base_filters * 2;
-    wide.name = "unet2d-wide";
-    out.push_back(wide);
+  // Thin stacks: substitute 2D U-Nets of another scale at the same cost per step, so there
+  // are always four candidates: one seeing twice the context (larger, fewer patches, one more
+  // level), one shallower (finer, less context).
+  if (out.size() < 4 && base.patch_y * 2 <= std::min(fp.shape.y, fp.shape.x)) {
+    ModelConfig context = base;
+    context.patch_y = context.patch_x = base.patch_y * 2;
+    context.batch_size = std::max<int64_t>(2, base.batch_size / 4);
+    context.depth = std::min<int64_t>(4, base.depth + 1);
+    context.name = "unet2d-context";
+    out.push_back(context);
   }
   if (out.size() < 4) {
     ModelConfig shallow = base;
     shallow.depth = std::max<int64_t>(1, base.depth - 1);
     shallow.name = "unet2d-shallow";
     out.push_back(shallow);
+  }
+  if (out.size() < 4) {
+    ModelConfig wide = base;
+    wide.base_filters = base.base_filters * 2;
+    wide.name = "unet2d-wide";
+    out.push_back(wide);
   }
   return out;
 }

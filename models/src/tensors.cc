@@ -105,6 +105,10 @@ torch::Tensor PredictSlices(torch::nn::AnyModule& net, const ModelConfig& config
       torch::Tensor slab = input.slice(0, z0 - input_offset, z0 - input_offset + tz).permute({1, 0, 2, 3}).unsqueeze(0);
       for (int64_t y0 : ys) {
         for (int64_t x0 : xs) {
+          if (options.wanted.defined() &&
+              !options.wanted.slice(0, lo - out_begin, hi - out_begin).slice(1, y0, y0 + ty).slice(2, x0, x0 + tx).any().item<bool>()) {
+            continue;
+          }
           torch::Tensor tile = slab.slice(3, y0, y0 + ty).slice(4, x0, x0 + tx);
           torch::Tensor out = Forward(net, config, tile, options.flip_tta)[0] * imp;  // [K, tz, ty, tx]
           torch::Tensor part = out.slice(1, lo - z0, hi - z0).permute({1, 0, 2, 3});
@@ -126,6 +130,10 @@ torch::Tensor PredictSlices(torch::nn::AnyModule& net, const ModelConfig& config
       torch::Tensor slice = torch::cat(planes, 0).unsqueeze(0);  // [1, C(2k+1), Y, X]
       for (int64_t y0 : ys) {
         for (int64_t x0 : xs) {
+          if (options.wanted.defined() &&
+              !options.wanted[z - out_begin].slice(0, y0, y0 + ty).slice(1, x0, x0 + tx).any().item<bool>()) {
+            continue;
+          }
           torch::Tensor tile = slice.slice(2, y0, y0 + ty).slice(3, x0, x0 + tx);
           torch::Tensor out = Forward(net, config, tile, options.flip_tta)[0] * imp;
           acc[z - out_begin].slice(1, y0, y0 + ty).slice(2, x0, x0 + tx) += out;

@@ -22,6 +22,10 @@ std::vector<int64_t> TilePositions(int64_t length, int64_t tile);
 
 struct PredictOptions {
   bool flip_tta = false;  // average over the four in-plane flips
+  // [out_end - out_begin, Y, X] bool: when defined, tiles that cover none of these voxels are
+  // skipped (their voxels come out undefined). Every tile covering a wanted voxel still
+  // runs, so wanted voxels get exactly the values of a full prediction.
+  torch::Tensor wanted;
 };
 
 // Predicts output slices [out_begin, out_end) (global indices). `input` [Zs, C, Y, X] holds

@@ -239,10 +239,12 @@ EpochMetrics Trainer::Impl::Validate() {
   const int64_t k = config.num_classes;
   std::vector<double> tp(static_cast<size_t>(k), 0), fp(static_cast<size_t>(k), 0), fn(static_cast<size_t>(k), 0);
   auto score = [&](int64_t z_begin, int64_t z_end) {
-    torch::Tensor probs = PredictSlices(net, config, image, 0, z_begin, z_end, Z());
-    torch::Tensor pred = probs.argmax(1) + 1;  // [z, Y, X]
     torch::Tensor truth = val_labels.slice(0, z_begin, z_end);
     torch::Tensor mask = truth > 0;
+    PredictOptions po;
+    po.wanted = mask;  // only the tiles over held-out strokes
+    torch::Tensor probs = PredictSlices(net, config, image, 0, z_begin, z_end, Z(), po);
+    torch::Tensor pred = probs.argmax(1) + 1;  // [z, Y, X]
     torch::Tensor p = pred.masked_select(mask), t = truth.masked_select(mask);
     for (int64_t c = 1; c <= k; ++c) {
       torch::Tensor pc = p == c, tc = t == c;
