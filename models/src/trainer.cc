@@ -192,26 +192,31 @@ void Trainer::Impl::SampleBatch(torch::Tensor* batch, torch::Tensor* target) {
   const int64_t pz = config.patch_z, py = config.patch_y, px = config.patch_x;
   const int64_t k = config.architecture == "unet25d" ? config.context_slices : 0;
   std::vector<torch::Tensor> images, labels;
-  auto jitter = [&](int64_t p) { return static_cast<int64_t>(rng() % static_cast<uint64_t>(p / 2 + 1)) - p / 4; };
+  // Where in a patch of size p the chosen voxel lands: anywhere, so that patch borders are
+  // supervised too (a 3D net trained only near its patch centre predicts garbage at the
+  // first and last slices of a volume, where only a tile's border covers them).
+  auto offset = [&](int64_t p) { return static_cast<int64_t>(rng() % static_cast<uint64_t>(p)); };
   for (int64_t b = 0; b < config.batch_size; ++b) {
-    int64_t z, y, x;
+    int64_t z, y0, x0, z0 = 0;
     if (config.task == Task::kSegment) {
-      // Class-balanced: a class at random, then one of its training voxels near the centre.
+      // Class-balanced: a class at random, then one of its training voxels.
       const auto& index = train_index[rng() % train_index.size()];
       int64_t v = index[rng() % index.size()];
       z = v / (Y() * X());
-      y = (v / X()) % Y() + jitter(py);
-      x = v % X() + jitter(px);
+      y0 = (v / X()) % Y() - offset(py);
+      x0 = v % X() - offset(px);
+      if (three_d) z0 = z - offset(pz);
     } else {
       z = static_cast<int64_t>(rng() % static_cast<uint64_t>(Z()));
-      y = static_cast<int64_t>(rng() % static_cast<uint64_t>(Y())) ;
-      x = static_cast<int64_t>(rng() % static_cast<uint64_t>(X()));
+      y0 = static_cast<int64_t>(rng() % static_cast<uint64_t>(Y()));
+      x0 = static_cast<int64_t>(rng() % static_cast<uint64_t>(X()));
+      if (three_d) z0 = z;
     }
-    const int64_t y0 = std::clamp<int64_t>(y - py / 2, 0, Y() - py);
-    const int64_t x0 = std::clamp<int64_t>(x - px / 2, 0, X() - px);
+    y0 = std::clamp<int64_t>(y0, 0, Y() - py);
+    x0 = std::clamp<int64_t>(x0, 0, X() - px);
+    z0 = std::clamp<int64_t>(z0, 0, Z() - (three_d ? pz : 1));
     torch::Tensor img, lab;
     if (three_d) {
-      const int64_t z0 = std::clamp<int64_t>(z - pz / 2 + jitter(pz), 0, Z() - pz);
       img = image.slice(0, z0, z0 + pz).slice(2, y0, y0 + py).slice(3, x0, x0 + px).permute({1, 0, 2, 3});
       if (config.task == Task::kSegment) lab = train_labels.slice(0, z0, z0 + pz).slice(1, y0, y0 + py).slice(2, x0, x0 + px);
     } else {
