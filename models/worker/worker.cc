@@ -7,6 +7,7 @@
 #include "idlegrid/models/config_json.h"
 #include "idlegrid/models/model.h"
 #include "idlegrid/models/runtime.h"
+#include "idlegrid/models/strategy.h"
 #include "idlegrid/models/trainer.h"
 #include "idlegrid/shared/files.h"
 #include "idlegrid/shared/protocol.h"
@@ -165,6 +166,12 @@ int RunTrain(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
   if (st.ok() && t.epoch() >= config->epochs) {
     Json meta{{"unit_id", unit.unit_id}, {"job_id", unit.job_id}, {"seed", unit.seed},
               {"threads", unit.threads}};
+    StatusOr<DataFingerprint> fp = ComputeFingerprint(*image, labels ? &*labels : nullptr, {});
+    if (fp.ok()) {
+      meta["fingerprint"] = {{"shape", {fp->shape.z, fp->shape.y, fp->shape.x, fp->shape.c}},
+                             {"p005", fp->p005}, {"p995", fp->p995}, {"mean", fp->mean},
+                             {"std", fp->std}, {"labelled_per_class", fp->labelled_per_class}};
+    }
     st = t.ExportModel(args.outputs_dir + "/model.pt", meta.dump());
   }
   if (!st.ok()) return Fail(events, kWorkerIoError, st);

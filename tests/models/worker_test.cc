@@ -108,7 +108,10 @@ TEST_CASE("a chain of training units reproduces one long unit", "[models][worker
   CHECK(checkpoints >= 2);
   CHECK(std::filesystem::exists(d.root / "whole/model.pt"));
   CHECK(ParseJson(testing::Slurp(d.root / "whole/metrics.json")).value()["history"].size() == 2);
-  REQUIRE(Model::Load(d.root / "whole/model.pt").ok());
+  auto package = Model::Load(d.root / "whole/model.pt");
+  REQUIRE(package.ok());
+  CHECK((*package)->metadata()["fingerprint"]["labelled_per_class"].size() == 3);
+  CHECK((*package)->metadata()["history"].size() == 2);
 
   ChildProcess first({kWorker, "run", WriteUnit(TrainUnit(c, 0, 1, false), d.root / "u1.json"),
                       "--inputs", d.inputs, "--outputs", d.root / "first"});
