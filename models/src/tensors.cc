@@ -1,5 +1,7 @@
 #include "tensors.h"
 
+#include "networks.h"
+
 #include <cmath>
 
 namespace idlegrid::models {
@@ -63,11 +65,15 @@ torch::Tensor Importance(const std::vector<int64_t>& size) {
 // Largest multiple of m not above v.
 int64_t FloorTo(int64_t v, int64_t m) { return std::max<int64_t>(m, v / m * m); }
 
+// Runs the network on its own device and returns the output on the CPU, where tiles are
+// blended.
 torch::Tensor Forward(torch::nn::AnyModule& net, const ModelConfig& config, torch::Tensor x,
                       bool flip_tta) {
+  const torch::Device device = ModuleOf(net)->parameters().front().device();
+  x = x.to(device);
   auto run = [&](const torch::Tensor& in) {
     torch::Tensor out = net.forward(in);
-    return config.task == Task::kSegment ? torch::softmax(out, 1) : out;
+    return (config.task == Task::kSegment ? torch::softmax(out, 1) : out).to(torch::kCPU);
   };
   if (!flip_tta) return run(x);
   const int64_t h = x.dim() - 2, w = x.dim() - 1;

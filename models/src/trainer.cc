@@ -240,6 +240,10 @@ void Trainer::Impl::SampleBatch(torch::Tensor* batch, torch::Tensor* target) {
 EpochMetrics Trainer::Impl::Validate() {
   EpochMetrics m;
   if (config.task != Task::kSegment || val_count == 0) return m;
+  struct TrainModeGuard {  // back to training mode however validation ends
+    torch::nn::Module& m;
+    ~TrainModeGuard() { m.train(); }
+  } guard{*module};
   module->eval();
   const int64_t k = config.num_classes;
   std::vector<double> tp(static_cast<size_t>(k), 0), fp(static_cast<size_t>(k), 0), fn(static_cast<size_t>(k), 0);
@@ -274,7 +278,6 @@ EpochMetrics Trainer::Impl::Validate() {
     if (dice >= 0) sum += dice, ++counted;
   }
   m.mean_dice = counted ? sum / counted : -1;
-  module->train();
   return m;
 }
 
@@ -452,9 +455,17 @@ Status Trainer::LoadCheckpoint(const std::string& path) {
     torch::Tensor position, loss_sum;
     a.read("position", position);
     a.read("epoch_loss_sum", loss_sum);
-    t.epoch = position[0].item<int64_t>();
-    t.step_in_epoch = position[1].item<int64_t>();
-    t.global_step = position[2].item<int64_t>();
+    const int64_t epoch = position[0].item<int64_t>(), step = position[1].item<int64_t>();
+    const int64_t global = position[2].item<int64_t>();
+    // Checkpoints travel between nodes: a position that cannot come from this
+    // configuration would make the unit run forever or with a negative learning rate.
+    if (epoch < 0 || epoch > t.config.epochs || step < 0 || step > t.config.steps_per_epoch ||
+        global != epoch * t.config.steps_per_epoch + step) {
+      return DataLossError("checkpoint " + path + " has an impossible position");
+    }
+    t.epoch = epoch;
+    t.step_in_epoch = step;
+    t.global_step = global;
     t.epoch_loss_sum = loss_sum[0].item<double>();
     StatusOr<Json> history = ParseJson(ReadString(a, "history"));
     if (!history.ok()) return DataLossError("checkpoint history is corrupt");

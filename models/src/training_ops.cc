@@ -58,8 +58,8 @@ torch::Tensor Neighbor2NeighborLoss(torch::nn::AnyModule& net, const torch::Tens
   static const int64_t kNeighbours[4][2] = {{1, 2}, {0, 3}, {0, 3}, {1, 2}};
   torch::Tensor table = torch::from_blob(const_cast<int64_t*>(&kNeighbours[0][0]), {4, 2}, torch::kLong);
   torch::Tensor second = table.index({first.flatten(), pick.flatten()}).view_as(first);
-  first = first.expand({b, c, h, w, 1});
-  second = second.expand({b, c, h, w, 1});
+  first = first.expand({b, c, h, w, 1}).to(noisy.device());
+  second = second.expand({b, c, h, w, 1}).to(noisy.device());
   auto sub = [&](const torch::Tensor& x, const torch::Tensor& idx) {
     return cells(x).gather(4, idx).squeeze(4);
   };

@@ -23,7 +23,8 @@ class Events {
   explicit Events(std::FILE* out) : out_(out) {}
   void Emit(Json j) {
     if (out_ == nullptr) return;
-    std::string line = j.dump() + "\n";
+    // Messages may quote untrusted bytes: never let invalid UTF-8 throw here.
+    std::string line = j.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
     std::fwrite(line.data(), 1, line.size(), out_);
     std::fflush(out_);
   }

@@ -204,9 +204,16 @@ Status BlobStore::Remove(const std::string& sha256) const {
 StatusOr<std::vector<std::string>> BlobStore::List() const {
   std::vector<std::string> out;
   std::error_code ec;
-  for (const auto& dir : fs::directory_iterator(root_ + "/objects", ec)) {
-    for (const auto& entry : fs::directory_iterator(dir.path(), ec)) {
-      std::string name = entry.path().filename().string();
+  fs::directory_iterator dirs(root_ + "/objects", ec), end;
+  if (ec) return IoError("cannot list " + root_ + ": " + ec.message());
+  for (; dirs != end; dirs.increment(ec)) {
+    if (ec) return IoError("cannot list " + root_ + ": " + ec.message());
+    if (!dirs->is_directory(ec)) continue;  // stray files are not blobs
+    fs::directory_iterator files(dirs->path(), ec);
+    if (ec) return IoError("cannot list " + dirs->path().string() + ": " + ec.message());
+    for (; files != end; files.increment(ec)) {
+      if (ec) return IoError("cannot list " + dirs->path().string() + ": " + ec.message());
+      std::string name = files->path().filename().string();
       if (IsLowerHex(name, 64)) out.push_back(name);
     }
   }

@@ -130,7 +130,12 @@ HttpClient::~HttpClient() {
 
 StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(HttpClientOptions options) {
   std::call_once(g_curl_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-  if (options.base_url.rfind("https://", 0) != 0 && options.base_url.rfind("http://", 0) != 0) {
+  // Plain http:// only for loopback tests without secrets: a pin or a token over
+  // cleartext would be silently meaningless.
+  const bool https = options.base_url.rfind("https://", 0) == 0;
+  const bool http = options.base_url.rfind("http://", 0) == 0;
+  if (!https && !(http && options.pinned_cert_sha256.empty() && options.ca_file.empty() &&
+                  options.bearer_token.empty())) {
     return InvalidArgumentError("server URL must start with https:// (got \"" +
                                 options.base_url + "\")");
   }
@@ -331,7 +336,7 @@ StatusOr<HttpResponse> HttpClient::Perform(Call& call) {
         return UnavailableError(what + ": " + detail);
     }
   }
-  if (status >= 400 || status < 200) {
+  if (status < 200 || status > 299) {  // redirects are not followed: an error too
     return Status(StatusCodeForHttp(status),
                   what + ": HTTP " + std::to_string(status) + ": " + ErrorFromBody(call.response.body));
   }

@@ -234,11 +234,15 @@ Status DecodePage(TIFF* tif, const Layout& l, uint8_t* dst, TiffErrors* errors) 
     }
     const size_t tile_row = static_cast<size_t>(tw) * l.spp * elem;
     const tmsize_t tile_bytes = static_cast<tmsize_t>(tile_row * th);
+    // The tile size comes from the file: bound it before allocating anything.
+    if (tile_bytes > kMaxLibtiffAlloc || static_cast<uint64_t>(TIFFTileSize64(tif)) != static_cast<uint64_t>(tile_bytes)) {
+      return DataLossError("TIFF tile size is invalid or too large");
+    }
     std::vector<uint8_t> tile(static_cast<size_t>(tile_bytes));
     for (uint32_t y = 0; y < l.height; y += th) {
       for (uint32_t x = 0; x < l.width; x += tw) {
         ttile_t index = TIFFComputeTile(tif, x, y, 0, 0);
-        if (TIFFReadEncodedTile(tif, index, tile.data(), tile_bytes) < 0) {
+        if (TIFFReadEncodedTile(tif, index, tile.data(), tile_bytes) != tile_bytes) {
           return DataLossError(FormatError("cannot decode TIFF tile", *errors));
         }
         uint32_t rows = std::min(th, l.height - y);
@@ -383,9 +387,8 @@ struct TiffWriter::State {
 StatusOr<std::unique_ptr<TiffWriter>> TiffWriter::Open(const std::string& path,
                                                       VolumeShape shape, DType dtype,
                                                       const TiffWriteOptions& options) {
-  // Validates the shape (extents, overflow) without allocating.
-  IDLEGRID_RETURN_IF_ERROR(Volume::Create({1, shape.y, shape.x, shape.c}, dtype).status());
-  if (shape.z < 1 || shape.z > kMaxVolumeExtent) {
+  if (shape.z < 1 || shape.y < 1 || shape.x < 1 || shape.c < 1 || shape.z > kMaxVolumeExtent ||
+      shape.y > kMaxVolumeExtent || shape.x > kMaxVolumeExtent || shape.c > kMaxVolumeChannels) {
     return InvalidArgumentError("invalid volume shape " + shape.ToString());
   }
   std::unique_ptr<TiffWriter> w(new TiffWriter());

@@ -249,6 +249,17 @@ TEST_CASE("bad units and bad data exit with their own codes", "[models][worker]"
   WorkUnit missing = TrainUnit(c, 0, 1, true);  // names a checkpoint that is not there
   CHECK(run(missing, "missing") == kWorkerIoError);
 
+  // An unknown key with invalid UTF-8 ends up quoted in the error: still a clean exit.
+  Json bad_utf8 = TrainUnit(c, 0, 1, false).ToJson();
+  std::string text = bad_utf8.dump();
+  text.insert(1, "\"\xff\xfe\":1,");
+  testing::Spit(d.root / "utf8.json", text);
+  ChildProcess utf8({kWorker, "run", d.root / "utf8.json", "--inputs", d.inputs, "--outputs", d.root / "u"});
+  std::vector<std::string> utf8_lines = utf8.Drain(10000);
+  CHECK(utf8.Wait(5000) == kWorkerBadUnit);
+  REQUIRE_FALSE(utf8_lines.empty());
+  CHECK(ParseJson(utf8_lines.back()).value()["event"] == "error");
+
   testing::Spit(d.root / "garbage.json", "{\"schema\":1");
   ChildProcess garbage({kWorker, "run", d.root / "garbage.json", "--inputs", d.inputs, "--outputs", d.root / "g"});
   garbage.Drain(10000);

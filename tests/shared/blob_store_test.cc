@@ -142,6 +142,18 @@ TEST_CASE("opening a store clears writes interrupted by a crash", "[blob]") {
   CHECK(store->Has(Sha256Hex("kept")));
 }
 
+TEST_CASE("stray files in the store do not break listing", "[blob]") {
+  TempDir dir;
+  auto store = BlobStore::Open(dir.path()).value();
+  BlobRef a = store->Put("a").value();
+  BlobRef b = store->Put("b").value();
+  testing::Spit(dir / "objects/zz-stray-file", "not a blob");
+  testing::Spit(dir / "objects/00", "a file where a folder would be");
+  StatusOr<std::vector<std::string>> list = store->List();
+  REQUIRE(list.ok());
+  CHECK(list->size() == 2);
+}
+
 TEST_CASE("PutFile copies a large file in chunks", "[blob]") {
   TempDir dir;
   std::string data;

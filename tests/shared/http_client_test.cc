@@ -94,6 +94,9 @@ class TestServer {
       std::this_thread::sleep_for(std::chrono::milliseconds(1500));
       res.set_content("late", "text/plain");
     });
+    server_->Get("/moved", [](const httplib::Request&, httplib::Response& res) {
+      res.set_redirect("/hello");
+    });
     server_->Get("/missing", [](const httplib::Request&, httplib::Response& res) {
       res.status = 404;
       res.set_content(R"({"error":"no such job: j-9"})", "application/json");
@@ -250,6 +253,31 @@ TEST_CASE("HTTP errors carry the server's message", "[http]") {
   StatusOr<HttpResponse> r = server.Client(server.Options())->Get("/missing");
   CHECK(r.status().code() == StatusCode::kNotFound);
   CHECK(r.status().message().find("HTTP 404: no such job: j-9") != std::string::npos);
+}
+
+TEST_CASE("redirects are errors, not empty successes", "[http]") {
+  TestServer server;
+  TempDir dir;
+  auto client = server.Client(server.Options());
+  StatusOr<HttpResponse> r = client->Get("/moved");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().message().find("HTTP 302") != std::string::npos);
+  CHECK_FALSE(client->Download("/moved", dir / "x").ok());
+  CHECK_FALSE(std::filesystem::exists(dir / "x"));
+}
+
+TEST_CASE("plain http is refused whenever there is something to protect", "[http]") {
+  HttpClientOptions o;
+  o.base_url = "http://127.0.0.1:1";
+  CHECK(HttpClient::Create(o).ok());  // loopback tests only
+  o.bearer_token = "secret";
+  CHECK(HttpClient::Create(o).status().code() == StatusCode::kInvalidArgument);
+  o.bearer_token.clear();
+  o.pinned_cert_sha256 = std::string(64, 'a');
+  CHECK(HttpClient::Create(o).status().code() == StatusCode::kInvalidArgument);
+  o.base_url = "ftp://x";
+  o.pinned_cert_sha256.clear();
+  CHECK_FALSE(HttpClient::Create(o).ok());
 }
 
 TEST_CASE("bearer tokens are sent", "[http]") {

@@ -258,6 +258,38 @@ TEST_CASE("foreign TIFFs: tiles, compression and RGB samples are read", "[tiff]"
   CHECK(rgb.at<uint8_t>(0, 0, 0, 2) == 27);
 }
 
+// Sets a SHORT or LONG tag of the first directory of a little-endian classic TIFF.
+void PatchTag(std::string& bytes, uint16_t tag, uint32_t value) {
+  uint32_t ifd;
+  std::memcpy(&ifd, bytes.data() + 4, 4);
+  uint16_t entries;
+  std::memcpy(&entries, bytes.data() + ifd, 2);
+  for (uint16_t e = 0; e < entries; ++e) {
+    size_t entry = ifd + 2 + 12u * e;
+    uint16_t t, type;
+    std::memcpy(&t, bytes.data() + entry, 2);
+    std::memcpy(&type, bytes.data() + entry + 2, 2);
+    if (t != tag) continue;
+    if (type == TIFF_SHORT) {
+      uint16_t v = static_cast<uint16_t>(value);
+      std::memcpy(bytes.data() + entry + 8, &v, 2);
+    } else {
+      std::memcpy(bytes.data() + entry + 8, &value, 4);
+    }
+    return;
+  }
+  FAIL("tag not found");
+}
+
+TEST_CASE("a tile size claimed by the file cannot make us allocate gigabytes", "[tiff]") {
+  TempDir dir;
+  WriteRaw(dir / "t.tif", {{40, 35, 8, SAMPLEFORMAT_UINT, 1, COMPRESSION_NONE, true}});
+  std::string bytes = testing::Slurp(dir / "t.tif");
+  PatchTag(bytes, TIFFTAG_TILEWIDTH, 65536);
+  PatchTag(bytes, TIFFTAG_TILELENGTH, 65536);
+  CHECK_FALSE(ReadTiffFromMemory(bytes).ok());
+}
+
 TEST_CASE("unsupported and inconsistent TIFFs are refused with a reason", "[tiff]") {
   TempDir dir;
   WriteRaw(dir / "int16.tif", {{8, 8, 16, SAMPLEFORMAT_INT}});
