@@ -81,4 +81,27 @@ StatusOr<ModelConfig> ConfigFromJson(const Json& j, const std::string& where) {
   return c;
 }
 
+Json HistoryToJson(const std::vector<EpochMetrics>& history) {
+  Json out = Json::array();
+  for (const EpochMetrics& m : history) {
+    out.push_back({{"epoch", m.epoch}, {"train_loss", m.train_loss}, {"dice", m.dice},
+                   {"iou", m.iou}, {"mean_dice", m.mean_dice}});
+  }
+  return out;
+}
+
+std::vector<EpochMetrics> HistoryFromJson(const Json& j) {
+  std::vector<EpochMetrics> out;
+  for (const Json& e : j) {
+    EpochMetrics m;
+    m.epoch = e.at("epoch").get<int64_t>();
+    m.train_loss = e.at("train_loss").get<double>();
+    m.dice = e.at("dice").get<std::vector<double>>();
+    m.iou = e.at("iou").get<std::vector<double>>();
+    m.mean_dice = e.at("mean_dice").get<double>();
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
 }  // namespace idlegrid::models

@@ -112,12 +112,8 @@ int RunTrain(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
 
   const std::string checkpoint_out = args.outputs_dir + "/checkpoint.pt";
   auto write_metrics = [&]() {
-    Json history = Json::array();
-    for (const EpochMetrics& m : t.history()) {
-      history.push_back({{"epoch", m.epoch}, {"train_loss", m.train_loss}, {"dice", m.dice},
-                         {"iou", m.iou}, {"mean_dice", m.mean_dice}});
-    }
-    return WriteFileAtomic(args.outputs_dir + "/metrics.json", Json{{"history", history}}.dump() + "\n");
+    return WriteFileAtomic(args.outputs_dir + "/metrics.json",
+                           Json{{"history", HistoryToJson(t.history())}}.dump() + "\n");
   };
   auto checkpoint = [&](const char* reason) -> Status {
     Status st = t.SaveCheckpoint(checkpoint_out);
