@@ -11,6 +11,7 @@ Json ConfigToJson(const ModelConfig& c) {
               {"base_filters", c.base_filters},
               {"depth", c.depth},
               {"context_slices", c.context_slices},
+              {"norm_layer", c.norm_layer},
               {"norm", {{"clip_low", c.norm.clip_low}, {"clip_high", c.norm.clip_high},
                         {"mean", c.norm.mean}, {"std", c.norm.std}}},
               {"patch", {c.patch_z, c.patch_y, c.patch_x}},
@@ -36,6 +37,7 @@ StatusOr<ModelConfig> ConfigFromJson(const Json& j, const std::string& where) {
   c.base_filters = r.Int("base_filters", 1, 1024);
   c.depth = r.Int("depth", 0, 16);
   c.context_slices = r.Int("context_slices", 0, 64);
+  c.norm_layer = r.Enum("norm_layer", {"batch", "none"});
   {
     const Json& n = r.Object("norm");
     IDLEGRID_RETURN_IF_ERROR(r.status());

@@ -26,6 +26,7 @@ Status ModelConfig::Validate() const {
     return bad("architecture", "denoising uses unet2d or dilated2d");
   }
   if (in_channels < 1 || in_channels > 16) return bad("in_channels", "must be 1..16");
+  if (norm_layer != "batch" && norm_layer != "none") return bad("norm_layer", "must be batch or none");
   if (task == Task::kSegment && (num_classes < 2 || num_classes > 255)) {
     return bad("num_classes", "must be 2..255");
   }

@@ -18,7 +18,8 @@ torch::nn::AnyModule Conv(int64_t dims, int64_t in, int64_t out, int64_t kernel,
 // instance statistics of a training patch (mostly one class) differ from those of an
 // inference tile (many classes), which cost 0.2 Dice on the texture benchmark; batch norm's
 // running statistics make a tile's output independent of what else is in it.
-torch::nn::AnyModule Norm(int64_t dims, int64_t channels) {
+torch::nn::AnyModule Norm(int64_t dims, int64_t channels, bool batch_norm) {
+  if (!batch_norm) return torch::nn::AnyModule(torch::nn::Identity());
   if (dims == 3) {
     return torch::nn::AnyModule(torch::nn::BatchNorm3d(channels));
   }
@@ -26,11 +27,11 @@ torch::nn::AnyModule Norm(int64_t dims, int64_t channels) {
 }
 
 // conv -> norm -> leaky ReLU, twice.
-torch::nn::Sequential ConvBlock(int64_t dims, int64_t in, int64_t out) {
+torch::nn::Sequential ConvBlock(int64_t dims, int64_t in, int64_t out, bool batch_norm) {
   torch::nn::Sequential block;
   for (int i = 0; i < 2; ++i) {
     block->push_back(Conv(dims, i == 0 ? in : out, out, 3));
-    block->push_back(Norm(dims, out));
+    block->push_back(Norm(dims, out, batch_norm));
     block->push_back(torch::nn::LeakyReLU(torch::nn::LeakyReLUOptions().negative_slope(0.01)));
   }
   return block;
@@ -45,7 +46,7 @@ UNetImpl::UNetImpl(const UNetOptions& options) : options_(options) {
   int64_t f = options.base_filters;
   for (int64_t level = 0; level <= options.depth; ++level) {
     int64_t in = level == 0 ? options.in_channels : f << (level - 1);
-    down_->push_back(ConvBlock(options.dims, in, f << level));
+    down_->push_back(ConvBlock(options.dims, in, f << level, options.batch_norm));
   }
   for (int64_t level = options.depth; level >= 1; --level) {
     int64_t in = f << level, out = f << (level - 1);
@@ -54,7 +55,7 @@ UNetImpl::UNetImpl(const UNetOptions& options) : options_(options) {
     } else {
       up_->push_back(torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(in, out, 2).stride(2)));
     }
-    merge_->push_back(ConvBlock(options.dims, 2 * out, out));
+    merge_->push_back(ConvBlock(options.dims, 2 * out, out, options.batch_norm));
   }
   head_ = Conv(options.dims, f, options.out_channels, 1);
   register_module("head", head_.ptr());
@@ -89,10 +90,10 @@ DilatedNetImpl::DilatedNetImpl(const DilatedNetOptions& options) {
     int64_t dilation = int64_t{1} << (i < half ? i : options.blocks - 1 - i);
     torch::nn::Sequential block;
     block->push_back(Conv(2, options.filters, options.filters, 3, dilation));
-    block->push_back(Norm(2, options.filters));
+    block->push_back(Norm(2, options.filters, options.batch_norm));
     block->push_back(torch::nn::LeakyReLU(torch::nn::LeakyReLUOptions().negative_slope(0.01)));
     block->push_back(Conv(2, options.filters, options.filters, 3, 1));
-    block->push_back(Norm(2, options.filters));
+    block->push_back(Norm(2, options.filters, options.batch_norm));
     blocks_->push_back(block);
   }
   head_ = register_module(
@@ -119,6 +120,7 @@ torch::nn::AnyModule BuildNetwork(const ModelConfig& config) {
     o.out_channels = config.OutChannels();
     o.filters = config.base_filters;
     o.blocks = config.depth * 2;
+    o.batch_norm = config.norm_layer == "batch";
     return torch::nn::AnyModule(DilatedNet(o));
   }
   UNetOptions o;
@@ -127,6 +129,7 @@ torch::nn::AnyModule BuildNetwork(const ModelConfig& config) {
   o.out_channels = config.OutChannels();
   o.base_filters = config.base_filters;
   o.depth = config.depth;
+  o.batch_norm = config.norm_layer == "batch";
   return torch::nn::AnyModule(UNet(o));
 }
 

@@ -15,6 +15,7 @@ struct UNetOptions {
   int64_t out_channels = 2;
   int64_t base_filters = 16;
   int64_t depth = 3;
+  bool batch_norm = true;
 };
 
 // U-Net (Ronneberger et al. 2015) with batch norm and leaky ReLU:
@@ -38,6 +39,7 @@ struct DilatedNetOptions {
   int64_t out_channels = 2;
   int64_t filters = 32;
   int64_t blocks = 6;  // dilations 1, 2, 4, 8, ... then back down
+  bool batch_norm = true;
 };
 
 // Context-aggregation network (Yu & Koltun 2016 style): residual blocks of dilated 3x3
