@@ -48,8 +48,8 @@ def train_step(threads, batch, patch, filters, depth, classes, steps):
 
     def block(i, o):
         return nn.Sequential(
-            nn.Conv2d(i, o, 3, padding=1), nn.InstanceNorm2d(o, affine=True), nn.LeakyReLU(0.01),
-            nn.Conv2d(o, o, 3, padding=1), nn.InstanceNorm2d(o, affine=True), nn.LeakyReLU(0.01))
+            nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.LeakyReLU(0.01),
+            nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.LeakyReLU(0.01))
 
     class UNet(nn.Module):
         def __init__(self):
