@@ -224,27 +224,25 @@ TEST_CASE("bad units and bad data exit with their own codes", "[models][worker]"
   u.config["model"]["architecture"] = "gpt";
   CHECK(run(u, "arch") == kWorkerBadUnit);
 
-  WorkUnit resume_without = TrainUnit(c, 1, 1 + 0, false);
-  resume_without.epochs = EpochRange{0, 1};
-  resume_without.inputs.erase("labels");
-  CHECK(run(resume_without, "nolabels") == kWorkerBadUnit);
+  WorkUnit no_labels = TrainUnit(c, 0, 1, false);
+  no_labels.inputs.erase("labels");
+  CHECK(run(no_labels, "nolabels") == kWorkerBadUnit);
 
+  // Runs a unit with one input file replaced by `volume`, then puts the original back.
+  auto run_with = [&](const std::string& input, const Volume& volume, const std::string& name) {
+    const std::string path = d.inputs + "/" + input;
+    std::filesystem::rename(path, path + ".good");
+    REQUIRE(WriteTiff(path, volume).ok());
+    int code = run(TrainUnit(c, 0, 1, false), name);
+    std::filesystem::remove(path);
+    std::filesystem::rename(path + ".good", path);
+    return code;
+  };
   Volume nan = Volume::Create({12, 64, 64, 1}, DType::kFloat32).value();
   nan.data<float>()[77] = std::nanf("");
-  REQUIRE(WriteTiff(d.inputs + "/nan", nan).ok());
-  std::filesystem::rename(d.inputs + "/image", d.inputs + "/image.good");
-  std::filesystem::copy_file(d.inputs + "/nan", d.inputs + "/image");
-  CHECK(run(TrainUnit(c, 0, 1, false), "nan") == kWorkerBadInput);
-  std::filesystem::remove(d.inputs + "/image");
-  std::filesystem::rename(d.inputs + "/image.good", d.inputs + "/image");
-
+  CHECK(run_with("image", nan, "nan") == kWorkerBadInput);
   Volume small_labels = Volume::Create({12, 32, 32, 1}, DType::kUInt8).value();
-  REQUIRE(WriteTiff(d.inputs + "/labels.small", small_labels).ok());
-  std::filesystem::rename(d.inputs + "/labels", d.inputs + "/labels.good");
-  std::filesystem::copy_file(d.inputs + "/labels.small", d.inputs + "/labels");
-  CHECK(run(TrainUnit(c, 0, 1, false), "mismatch") == kWorkerBadInput);
-  std::filesystem::remove(d.inputs + "/labels");
-  std::filesystem::rename(d.inputs + "/labels.good", d.inputs + "/labels");
+  CHECK(run_with("labels", small_labels, "mismatch") == kWorkerBadInput);
 
   WorkUnit missing = TrainUnit(c, 0, 1, true);  // names a checkpoint that is not there
   CHECK(run(missing, "missing") == kWorkerIoError);
