@@ -185,6 +185,29 @@ TEST_CASE("streaming writes appear only when complete", "[tiff]") {
   CHECK(ReadTiff(dir / "out.tif").value() == v);
 }
 
+// Sets a SHORT or LONG tag of the first directory of a little-endian classic TIFF.
+void PatchTag(std::string& bytes, uint16_t tag, uint32_t value) {
+  uint32_t ifd;
+  std::memcpy(&ifd, bytes.data() + 4, 4);
+  uint16_t entries;
+  std::memcpy(&entries, bytes.data() + ifd, 2);
+  for (uint16_t e = 0; e < entries; ++e) {
+    size_t entry = ifd + 2 + 12u * e;
+    uint16_t t, type;
+    std::memcpy(&t, bytes.data() + entry, 2);
+    std::memcpy(&type, bytes.data() + entry + 2, 2);
+    if (t != tag) continue;
+    if (type == TIFF_SHORT) {
+      uint16_t v = static_cast<uint16_t>(value);
+      std::memcpy(bytes.data() + entry + 8, &v, 2);
+    } else {
+      std::memcpy(bytes.data() + entry + 8, &value, 4);
+    }
+    return;
+  }
+  FAIL("tag not found");
+}
+
 TEST_CASE("truncated files are DATA_LOSS, never a short volume", "[tiff]") {
   TempDir dir;
   Volume v = Pattern<uint16_t>({8, 32, 32, 1}, DType::kUInt16);
@@ -204,26 +227,7 @@ TEST_CASE("truncated files are DATA_LOSS, never a short volume", "[tiff]") {
   Volume one = Pattern<uint8_t>({1, 64, 64, 1}, DType::kUInt8);
   REQUIRE(WriteTiff(dir / "one.tif", one).ok());
   std::string b1 = testing::Slurp(dir / "one.tif");
-  auto u32 = [&](size_t at) {
-    uint32_t word;
-    std::memcpy(&word, b1.data() + at, 4);
-    return word;
-  };
-  uint32_t ifd = u32(4);
-  uint16_t entries;
-  std::memcpy(&entries, b1.data() + ifd, 2);
-  bool patched = false;
-  for (uint16_t e = 0; e < entries; ++e) {
-    size_t entry = ifd + 2 + 12u * e;
-    uint16_t tag;
-    std::memcpy(&tag, b1.data() + entry, 2);
-    if (tag == TIFFTAG_STRIPOFFSETS) {
-      uint32_t past = static_cast<uint32_t>(b1.size() - 100);
-      std::memcpy(b1.data() + entry + 8, &past, 4);
-      patched = true;
-    }
-  }
-  REQUIRE(patched);
+  PatchTag(b1, TIFFTAG_STRIPOFFSETS, static_cast<uint32_t>(b1.size() - 100));
   testing::Spit(dir / "short_strip.tif", b1);
   StatusOr<Volume> short_strip = ReadTiff(dir / "short_strip.tif");
   CHECK(short_strip.status().code() == StatusCode::kDataLoss);
@@ -256,29 +260,6 @@ TEST_CASE("foreign TIFFs: tiles, compression and RGB samples are read", "[tiff]"
   Volume rgb = ReadTiff(dir / "rgb.tif").value();
   CHECK(rgb.shape() == VolumeShape{1, 10, 10, 3});
   CHECK(rgb.at<uint8_t>(0, 0, 0, 2) == 27);
-}
-
-// Sets a SHORT or LONG tag of the first directory of a little-endian classic TIFF.
-void PatchTag(std::string& bytes, uint16_t tag, uint32_t value) {
-  uint32_t ifd;
-  std::memcpy(&ifd, bytes.data() + 4, 4);
-  uint16_t entries;
-  std::memcpy(&entries, bytes.data() + ifd, 2);
-  for (uint16_t e = 0; e < entries; ++e) {
-    size_t entry = ifd + 2 + 12u * e;
-    uint16_t t, type;
-    std::memcpy(&t, bytes.data() + entry, 2);
-    std::memcpy(&type, bytes.data() + entry + 2, 2);
-    if (t != tag) continue;
-    if (type == TIFF_SHORT) {
-      uint16_t v = static_cast<uint16_t>(value);
-      std::memcpy(bytes.data() + entry + 8, &v, 2);
-    } else {
-      std::memcpy(bytes.data() + entry + 8, &value, 4);
-    }
-    return;
-  }
-  FAIL("tag not found");
 }
 
 TEST_CASE("a tile size claimed by the file cannot make us allocate gigabytes", "[tiff]") {
