@@ -1,0 +1,89 @@
+#include "splitter.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "idlegrid/models/config_json.h"
+
+namespace idlegrid::server {
+
+double EstimateEpochSeconds(const models::ModelConfig& c, int64_t threads) {
+  const double voxels = static_cast<double>(c.batch_size) * c.patch_z * c.patch_y * c.patch_x;
+  const double per_voxel = 0.7e-6 * (models::IsThreeD(c.architecture) ? 2.0 : 1.0) *
+                           (c.base_filters / 16.0) * (c.architecture == "dilated2d" ? 1.5 : 1.0);
+  const double speedup = 1.0 + 0.7 * static_cast<double>(std::max<int64_t>(threads, 1) - 1);
+  return c.steps_per_epoch * voxels * per_voxel / speedup;
+}
+
+int64_t EpochsPerUnit(const models::ModelConfig& config, const QueueOptions& options) {
+  const double epoch_s = std::max(1e-3, EstimateEpochSeconds(config, options.unit_threads));
+  const auto k = static_cast<int64_t>(std::llround(options.unit_target_seconds / epoch_s));
+  return std::clamp<int64_t>(k, 1, std::max<int64_t>(config.epochs, 1));
+}
+
+int64_t UnitMemoryBytes(const models::ModelConfig& c, const VolumeShape& v) {
+  const int64_t volume = v.z * v.y * v.x * std::max<int64_t>(v.c, 1) * 4 * 2 * 2;
+  // Activations: ~2x base_filters channels per voxel across levels, float32, kept for the
+  // backward pass (x3 for gradients and workspace).
+  const int64_t batch_voxels = c.batch_size * c.patch_z * c.patch_y * c.patch_x;
+  const int64_t activations = batch_voxels * c.base_filters * 2 * 4 * 3 * (c.depth + 1);
+  return (int64_t{512} << 20) + volume + activations;
+}
+
+std::vector<WorkUnit> SplitTrainChain(const std::string& job_id, const std::string& chain,
+                                      const models::ModelConfig& config, const NamedBlobs& inputs,
+                                      const VolumeShape& volume, int64_t seed,
+                                      const QueueOptions& options) {
+  const int64_t k = EpochsPerUnit(config, options);
+  std::vector<WorkUnit> units;
+  for (int64_t begin = 0; begin < config.epochs; begin += k) {
+    WorkUnit u;
+    u.unit_id = job_id + "-" + chain + "-e" + std::to_string(begin);
+    u.job_id = job_id;
+    u.kind = UnitKind::kTrainEpochs;
+    u.config = Json{{"model", models::ConfigToJson(config)}};
+    u.inputs = inputs;
+    u.threads = options.unit_threads;
+    u.checkpoint_every_s = options.checkpoint_every_s;
+    u.min_memory_bytes = UnitMemoryBytes(config, volume);
+    u.needs_gpu = false;
+    u.seed = seed;
+    u.epochs = EpochRange{begin, std::min(config.epochs, begin + k)};
+    units.push_back(std::move(u));
+  }
+  return units;
+}
+
+int64_t SlabDepth(const VolumeShape& v, int64_t halo, const QueueOptions& options) {
+  const int64_t plane = std::max<int64_t>(1, v.y * v.x * std::max<int64_t>(v.c, 1));
+  const int64_t slices = std::max<int64_t>(1, options.slab_target_voxels / plane - 2 * halo);
+  return std::min(slices, v.z);
+}
+
+StatusOr<std::vector<WorkUnit>> SplitInfer(const std::string& job_id, const std::string& prefix,
+                                           const models::ModelConfig& config, const BlobRef& model,
+                                           const BlobRef& volume_blob, const VolumeShape& volume,
+                                           const std::string& output, const QueueOptions& options) {
+  const int64_t halo = config.InferenceHalo();
+  IDLEGRID_ASSIGN_OR_RETURN(std::vector<SlabRange> slabs,
+                            PlanSlabs(volume.z, SlabDepth(volume, halo, options), halo));
+  std::vector<WorkUnit> units;
+  for (const SlabRange& s : slabs) {
+    WorkUnit u;
+    u.unit_id = job_id + "-" + prefix + "-z" + std::to_string(s.z_begin);
+    u.job_id = job_id;
+    u.kind = UnitKind::kInferSlab;
+    u.config = Json{{"output", output}};
+    u.inputs["model"] = model;
+    u.inputs["volume"] = volume_blob;
+    u.threads = options.unit_threads;
+    u.checkpoint_every_s = options.checkpoint_every_s;
+    const VolumeShape slab_shape{s.read_end() - s.read_begin(), volume.y, volume.x, volume.c};
+    u.min_memory_bytes = UnitMemoryBytes(config, slab_shape);
+    u.slab = s;
+    units.push_back(std::move(u));
+  }
+  return units;
+}
+
+}  // namespace idlegrid::server

@@ -1,0 +1,48 @@
+// Splitting jobs into units (internal to server/). Pure functions of the job and options, so
+// each rule is tested on its own.
+#ifndef IDLEGRID_SERVER_SRC_SPLITTER_H_
+#define IDLEGRID_SERVER_SRC_SPLITTER_H_
+
+#include <string>
+#include <vector>
+
+#include "idlegrid/models/model_config.h"
+#include "idlegrid/server/queue.h"
+#include "idlegrid/shared/protocol.h"
+#include "idlegrid/shared/volume.h"
+
+namespace idlegrid::server {
+
+// Estimated CPU seconds of one training epoch on `threads` threads. Calibrated on the 2-core
+// CI machine: a 2D U-Net step costs about 0.7 us per voxel of the batch per base filter/16
+// (measured by bench/train_step), 3D about twice that per voxel; more threads scale at 70%.
+double EstimateEpochSeconds(const models::ModelConfig& config, int64_t threads);
+
+// Epochs per training unit: enough for a unit to last about options.unit_target_seconds,
+// at least one, at most the whole chain.
+int64_t EpochsPerUnit(const models::ModelConfig& config, const QueueOptions& options);
+
+// Memory a unit needs on a node: the volume (image + labels as float32 tensors, twice) plus
+// the network's activations for one batch, plus LibTorch's own ~0.5 GiB.
+int64_t UnitMemoryBytes(const models::ModelConfig& config, const VolumeShape& volume);
+
+// A chain of train_epochs units for one configuration. Unit ids are job_id-chain-e<first
+// epoch> (chain: a short id such as "c0"); every unit but the first needs the previous unit's checkpoint, which the
+// queue adds when that unit completes.
+std::vector<WorkUnit> SplitTrainChain(const std::string& job_id, const std::string& chain,
+                                      const models::ModelConfig& config, const NamedBlobs& inputs,
+                                      const VolumeShape& volume, int64_t seed,
+                                      const QueueOptions& options);
+
+// Slab depth for inference: about options.slab_target_voxels per slab (core + halo).
+int64_t SlabDepth(const VolumeShape& volume, int64_t halo, const QueueOptions& options);
+
+// infer_slab units covering the volume; `output` is "labels", "probabilities" or "denoised".
+StatusOr<std::vector<WorkUnit>> SplitInfer(const std::string& job_id, const std::string& prefix,
+                                           const models::ModelConfig& config, const BlobRef& model,
+                                           const BlobRef& volume_blob, const VolumeShape& volume,
+                                           const std::string& output, const QueueOptions& options);
+
+}  // namespace idlegrid::server
+
+#endif  // IDLEGRID_SERVER_SRC_SPLITTER_H_

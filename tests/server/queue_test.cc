@@ -1,0 +1,362 @@
+// The work queue on a real SQLite file: splitting, FIFO, capability matching, leases,
+// checkpoints, expiry, aborts, assimilation, cancellation, persistence.
+#include <catch2/catch.hpp>
+
+#include "idlegrid/shared/envelope.h"
+#include "server/server_fixtures.h"
+
+namespace idlegrid {
+namespace {
+
+using testing::Must;
+using testing::Node;
+using testing::QueueFixture;
+using testing::Ramp;
+using testing::TinyConfig;
+
+struct Leased {
+  SignedUnit env;
+  std::string node;
+};
+
+Leased MustLease(server::Queue& q, const server::NodeCredentials& n, const NodeInfo& info = Node()) {
+  std::optional<SignedUnit> env = Must(q.Lease(n.node_id, info));
+  REQUIRE(env.has_value());
+  return {*env, n.node_id};
+}
+
+Result TrainResult(QueueFixture& f, const Leased& l, double dice, bool with_model) {
+  Result r;
+  r.lease_id = l.env.lease_id;
+  r.unit_id = l.env.unit.unit_id;
+  r.node_id = l.node;
+  r.epochs_done = l.env.unit.epochs->end;
+  r.outputs["checkpoint"] = f.PutBytes("checkpoint of " + r.unit_id);
+  r.outputs["metrics"] = f.PutBytes(Json{{"history", {{{"mean_dice", dice}, {"loss", 1 - dice}}}}}.dump());
+  if (with_model) r.outputs["model"] = f.PutBytes("model of " + r.unit_id);
+  return r;
+}
+
+Json JobView(QueueFixture& f, const std::string& job) { return Must(f.queue->JobStatus(job)); }
+
+std::string UnitState(QueueFixture& f, const std::string& job, const std::string& unit_id) {
+  const Json view = JobView(f, job);
+  for (const Json& u : view["units"]) {
+    if (u["unit_id"] == unit_id) return u["state"];
+  }
+  return "absent";
+}
+
+TEST_CASE("a train job becomes a chain of units that hand their checkpoints on", "[server][queue]") {
+  QueueFixture f;
+  auto node = f.Enroll();
+  const std::string job = f.SubmitTrain(TinyConfig("m", 5), 2, Ramp(4, 32, 32), Ramp(4, 32, 32));
+  Json s = JobView(f, job);
+  REQUIRE(s["units"].size() == 3);  // epochs 0-2, 2-4, 4-5
+  CHECK(s["units"][0]["epochs"] == Json::array({0, 2}));
+  CHECK(s["units"][2]["epochs"] == Json::array({4, 5}));
+  CHECK(s["units"][0]["state"] == "ready");
+  CHECK(s["units"][1]["state"] == "waiting");
+
+  Leased a = MustLease(*f.queue, node);
+  CHECK(a.env.unit.epochs->begin == 0);
+  CHECK(a.env.unit.inputs.count("checkpoint") == 0);
+  // Only the chain's first unit is ready: nothing else to lease.
+  CHECK_FALSE(Must(f.queue->Lease(node.node_id, Node())).has_value());
+  Result r = TrainResult(f, a, 0.5, false);
+  Must(f.queue->Complete(node.node_id, r));
+  Leased b = MustLease(*f.queue, node);
+  CHECK(b.env.unit.epochs->begin == 2);
+  REQUIRE(b.env.unit.inputs.count("checkpoint") == 1);
+  CHECK(b.env.unit.inputs.at("checkpoint").sha256 == r.outputs["checkpoint"].sha256);
+  Must(f.queue->Complete(node.node_id, TrainResult(f, b, 0.6, false)));
+  Leased c = MustLease(*f.queue, node);
+  // The chain's last unit must return the model package.
+  Status missing = f.queue->Complete(node.node_id, TrainResult(f, c, 0.7, false));
+  CHECK(missing.code() == StatusCode::kInvalidArgument);
+  CHECK(UnitState(f, job, c.env.unit.unit_id) == "leased");
+  Result last = TrainResult(f, c, 0.7, true);
+  Must(f.queue->Complete(node.node_id, last));
+  s = JobView(f, job);
+  CHECK(s["state"] == "done");
+  CHECK(s["progress"] == 1.0);
+  CHECK(s["outputs"]["model"]["sha256"] == last.outputs["model"].sha256);
+}
+
+TEST_CASE("leased units are signed envelopes bound to the lease and node", "[server][queue]") {
+  QueueFixture f;
+  auto node = f.Enroll();
+  auto other = f.Enroll();
+  f.SubmitTrain(TinyConfig("m", 2), 2, Ramp(2, 32, 32), Ramp(2, 32, 32));
+  Leased l = MustLease(*f.queue, node);
+  const std::string text = l.env.ToJson().dump();
+  VerifyOptions vo;
+  vo.node_id = node.node_id;
+  vo.now = f.now;
+  StatusOr<SignedUnit> ok = VerifyUnit(text, f.queue->public_key(), vo);
+  REQUIRE(ok.ok());
+  CHECK(ok->unit.inputs.at("image").size > 0);
+  vo.node_id = other.node_id;
+  CHECK(VerifyUnit(text, f.queue->public_key(), vo).status().code() == StatusCode::kPermissionDenied);
+}
+
+TEST_CASE("jobs are served first in, first out", "[server][queue]") {
+  QueueFixture f;
+  auto node = f.Enroll();
+  const std::string first = f.SubmitTrain(TinyConfig("first", 1), 1, Ramp(2, 32, 32), Ramp(2, 32, 32));
+  f.now += 5;
+  const std::string second = f.SubmitTrain(TinyConfig("second", 1), 1, Ramp(2, 32, 32), Ramp(2, 32, 32));
+  CHECK(MustLease(*f.queue, node).env.unit.job_id == first);
+  CHECK(MustLease(*f.queue, node).env.unit.job_id == second);
+}
+
+TEST_CASE("units go only to nodes that can run them", "[server][queue]") {
+  QueueFixture f;
+  f.options.unit_threads = 4;
+  f.Reopen();
+  auto node = f.Enroll();
+  f.SubmitTrain(TinyConfig("m", 1), 1, Ramp(2, 32, 32), Ramp(2, 32, 32));
+  // Too few cores for a 4-thread unit, then too little memory.
+  CHECK_FALSE(Must(f.queue->Lease(node.node_id, Node(2, 16))).has_value());
+  NodeInfo tiny = Node(8, 0);
+  tiny.ram_bytes = 100 << 20;
+  CHECK_FALSE(Must(f.queue->Lease(node.node_id, tiny)).has_value());
+  Leased l = MustLease(*f.queue, node, Node(8, 16));
+  CHECK(l.env.unit.threads == 4);
+  CHECK(l.env.unit.min_memory_bytes > tiny.ram_bytes);
+}
+
+TEST_CASE("a missed deadline requeues the unit from its latest uploaded checkpoint", "[server][queue]") {
+  QueueFixture f;
+  auto a = f.Enroll();
+  auto b = f.Enroll();
+  const std::string job = f.SubmitTrain(TinyConfig("m", 6), 6, Ramp(2, 32, 32), Ramp(2, 32, 32));
+  Leased l = MustLease(*f.queue, a);
+  Heartbeat hb;
+  hb.lease_id = l.env.lease_id;
+  hb.node_id = a.node_id;
+  hb.progress = 0.5;
+  hb.epoch = 3;
+  // A checkpoint that was never uploaded is refused and changes nothing.
+  hb.checkpoint = BlobRef{std::string(64, 'a'), 10, ""};
+  CHECK(f.queue->Beat(a.node_id, hb).status().code() == StatusCode::kFailedPrecondition);
+  hb.checkpoint = f.PutBytes("checkpoint at epoch 3");
+  HeartbeatReply reply = Must(f.queue->Beat(a.node_id, hb));
+  CHECK(reply.action == HeartbeatAction::kContinue);
+  CHECK(reply.deadline == f.now + f.options.lease_seconds);
+  // Heartbeats extend the lease: just before the deadline nothing expires.
+  f.now += f.options.lease_seconds - 1;
+  CHECK(Must(f.queue->ExpireLeases()) == 0);
+  f.now += 2;
+  CHECK(Must(f.queue->ExpireLeases()) == 1);
+  Json s = JobView(f, job);
+  CHECK(s["units"][0]["state"] == "ready");
+  CHECK(s["units"][0]["epochs_done"] == 3);
+  CHECK(s["units"][0]["failures"] == 1);
+  // The late node's heartbeat is told to stop.
+  CHECK(Must(f.queue->Beat(a.node_id, hb)).action == HeartbeatAction::kAbort);
+  Leased again = MustLease(*f.queue, b);
+  CHECK(again.env.unit.unit_id == l.env.unit.unit_id);
+  CHECK(again.env.unit.inputs.at("checkpoint").sha256 == hb.checkpoint->sha256);
+  CHECK(again.env.lease_id != l.env.lease_id);
+  // The old lease can no longer complete.
+  CHECK_FALSE(f.queue->Complete(a.node_id, TrainResult(f, l, 0.9, true)).ok());
+}
+
+TEST_CASE("a graceful abort requeues from the checkpoint without counting a failure", "[server][queue]") {
+  QueueFixture f;
+  auto a = f.Enroll();
+  const std::string job = f.SubmitTrain(TinyConfig("m", 4), 4, Ramp(2, 32, 32), Ramp(2, 32, 32));
+  for (int i = 0; i < 5; ++i) {  // more than max_failures graceful stops
+    Leased l = MustLease(*f.queue, a);
+    const BlobRef cp = f.PutBytes("checkpoint " + std::to_string(i));
+    Must(f.queue->Abort(a.node_id, l.env.lease_id, "the user came back", false, cp));
+    Leased next = MustLease(*f.queue, a);
+    CHECK(next.env.unit.inputs.at("checkpoint").sha256 == cp.sha256);
+    Must(f.queue->Abort(a.node_id, next.env.lease_id, "the user came back", false, std::nullopt));
+  }
+  Json s = JobView(f, job);
+  CHECK(s["state"] == "running");
+  CHECK(s["units"][0]["state"] == "ready");
+  CHECK(s["units"][0]["failures"] == 0);
+}
+
+TEST_CASE("failures are bounded: then the job fails with the reason", "[server][queue]") {
+  QueueFixture f;
+  auto a = f.Enroll();
+  const std::string job = f.SubmitTrain(TinyConfig("m", 2), 2, Ramp(2, 32, 32), Ramp(2, 32, 32));
+  for (int i = 0; i < f.options.max_failures; ++i) {
+    Leased l = MustLease(*f.queue, a);
+    Must(f.queue->Abort(a.node_id, l.env.lease_id, "worker exit 4: a class has no labels", true, std::nullopt));
+  }
+  Json s = JobView(f, job);
+  CHECK(s["state"] == "failed");
+  CHECK_THAT(s["error"].get<std::string>(), Catch::Contains("a class has no labels"));
+  CHECK_FALSE(Must(f.queue->Lease(a.node_id, Node())).has_value());
+}
+
+TEST_CASE("a node can touch only its own leases", "[server][queue]") {
+  QueueFixture f;
+  auto a = f.Enroll();
+  auto b = f.Enroll();
+  const std::string job = f.SubmitTrain(TinyConfig("m", 1), 1, Ramp(2, 32, 32), Ramp(2, 32, 32));
+  Leased l = MustLease(*f.queue, a);
+  Heartbeat hb;
+  hb.lease_id = l.env.lease_id;
+  hb.node_id = b.node_id;
+  CHECK(f.queue->Beat(b.node_id, hb).status().code() == StatusCode::kPermissionDenied);
+  Result r = TrainResult(f, l, 0.9, true);
+  r.node_id = b.node_id;
+  CHECK(f.queue->Complete(b.node_id, r).code() == StatusCode::kPermissionDenied);
+  CHECK(f.queue->Abort(b.node_id, l.env.lease_id, "x", false, std::nullopt).code() == StatusCode::kPermissionDenied);
+  CHECK(f.queue->Complete(b.node_id, TrainResult(f, l, 0.9, true)).code() == StatusCode::kPermissionDenied);
+  CHECK(UnitState(f, job, l.env.unit.unit_id) == "leased");
+  // Outputs that were never uploaded are refused; the unit stays completable.
+  Result fake = TrainResult(f, l, 0.9, true);
+  fake.outputs["model"] = BlobRef{std::string(64, 'b'), 5, ""};
+  CHECK(f.queue->Complete(a.node_id, fake).code() == StatusCode::kFailedPrecondition);
+  Must(f.queue->Complete(a.node_id, TrainResult(f, l, 0.9, true)));
+  CHECK(JobView(f, job)["state"] == "done");
+}
+
+TEST_CASE("a sweep ranks its candidates and segments the volume with the best", "[server][queue]") {
+  QueueFixture f;
+  f.options.slab_target_voxels = 3 * 16 * 16;  // small slabs
+  f.Reopen();
+  auto node = f.Enroll();
+  const Volume image = Ramp(10, 16, 16);
+  Job job;
+  job.kind = JobKind::kSweep;
+  job.inputs["image"] = f.PutVolume(image);
+  job.inputs["labels"] = f.PutVolume(Ramp(10, 16, 16));
+  job.config = {{"candidates", {models::ConfigToJson(TinyConfig("a", 1)), models::ConfigToJson(TinyConfig("b", 1)),
+                                models::ConfigToJson(TinyConfig("c", 1))}},
+                {"infer", "labels"}};
+  const std::string id = Must(f.queue->Submit(job));
+  CHECK(JobView(f, id)["stages"] == 2);
+  const std::map<std::string, double> dice{{"a", 0.7}, {"b", 0.9}, {"c", 0.8}};
+  std::string best_model;
+  for (int i = 0; i < 3; ++i) {
+    Leased l = MustLease(*f.queue, node);
+    const std::string name = l.env.unit.config["model"]["name"];
+    Result r = TrainResult(f, l, dice.at(name), true);
+    if (name == "b") best_model = r.outputs["model"].sha256;
+    Must(f.queue->Complete(node.node_id, r));
+  }
+  Json s = JobView(f, id);
+  CHECK(s["state"] == "running");
+  CHECK(s["stage"] == 2);
+  REQUIRE(s["summary"]["ranking"].size() == 3);
+  CHECK(s["summary"]["ranking"][0]["name"] == "b");
+  CHECK(s["summary"]["ranking"][2]["name"] == "a");
+  CHECK(s["outputs"]["model"]["sha256"] == best_model);
+  // Stage 2: slabs with the best model; each returns its core slices (here: the image's own).
+  int slabs = 0;
+  while (auto env = Must(f.queue->Lease(node.node_id, Node()))) {
+    ++slabs;
+    REQUIRE(env->unit.kind == UnitKind::kInferSlab);
+    CHECK(env->unit.inputs.at("model").sha256 == best_model);
+    SlabRange core = *env->unit.slab;
+    core.halo_before = core.halo_after = 0;
+    Result r;
+    r.lease_id = env->lease_id;
+    r.unit_id = env->unit.unit_id;
+    r.node_id = node.node_id;
+    r.outputs["labels"] = f.PutVolume(Must(ExtractSlab(image, core)));
+    Must(f.queue->Complete(node.node_id, r));
+  }
+  CHECK(slabs >= 3);
+  s = JobView(f, id);
+  REQUIRE(s["state"] == "done");
+  const Volume stitched = Must(ReadTiff(Must(f.blobs->PathOf(s["outputs"]["labels"]["sha256"]))));
+  REQUIRE(stitched.shape() == image.shape());
+  CHECK(std::memcmp(stitched.bytes(), image.bytes(), image.size_bytes()) == 0);
+  // The server remembers the configurations of the models it trained: an infer job needs
+  // no configuration for them.
+  Job infer;
+  infer.kind = JobKind::kInfer;
+  infer.inputs["model"] = BlobRef::FromJson(s["outputs"]["model"]).value();
+  infer.inputs["volume"] = job.inputs["image"];
+  CHECK(f.queue->Submit(infer).ok());
+}
+
+TEST_CASE("submissions with bad inputs are refused with a reason", "[server][queue]") {
+  QueueFixture f;
+  Job job;
+  job.kind = JobKind::kTrain;
+  job.inputs["image"] = f.PutVolume(Ramp(2, 32, 32));
+  job.inputs["labels"] = f.PutVolume(Ramp(3, 32, 32));
+  job.config = {{"model", models::ConfigToJson(TinyConfig("m", 1))}};
+  CHECK_THAT(f.queue->Submit(job).status().message(), Catch::Contains("differ in shape"));
+  job.inputs["labels"] = BlobRef{std::string(64, 'c'), 3, ""};
+  CHECK_THAT(f.queue->Submit(job).status().message(), Catch::Contains("was not uploaded"));
+  job.inputs["labels"] = f.PutBytes("not a tiff");
+  CHECK_THAT(f.queue->Submit(job).status().message(), Catch::Contains("not a readable TIFF"));
+  job.inputs["labels"] = f.PutVolume(Ramp(2, 32, 32));
+  job.config["model"]["architecture"] = "resnet-from-the-internet";
+  CHECK(f.queue->Submit(job).status().code() == StatusCode::kInvalidArgument);
+  Job infer;
+  infer.kind = JobKind::kInfer;
+  infer.inputs["model"] = f.PutBytes("weights");
+  infer.inputs["volume"] = f.PutVolume(Ramp(2, 32, 32));
+  CHECK_THAT(f.queue->Submit(infer).status().message(), Catch::Contains("not trained on this server"));
+  CHECK(Must(f.queue->Jobs()).empty());
+}
+
+TEST_CASE("cancelling a job stops its units and tells their nodes", "[server][queue]") {
+  QueueFixture f;
+  auto a = f.Enroll();
+  const std::string job = f.SubmitTrain(TinyConfig("m", 4), 2, Ramp(2, 32, 32), Ramp(2, 32, 32));
+  Leased l = MustLease(*f.queue, a);
+  Must(f.queue->Cancel(job));
+  Heartbeat hb;
+  hb.lease_id = l.env.lease_id;
+  hb.node_id = a.node_id;
+  HeartbeatReply r = Must(f.queue->Beat(a.node_id, hb));
+  CHECK(r.action == HeartbeatAction::kAbort);
+  CHECK(JobView(f, job)["state"] == "cancelled");
+  CHECK_FALSE(Must(f.queue->Lease(a.node_id, Node())).has_value());
+  CHECK(f.queue->Cancel(job).code() == StatusCode::kFailedPrecondition);
+}
+
+TEST_CASE("revoking a node refuses it and requeues its work", "[server][queue]") {
+  QueueFixture f;
+  auto a = f.Enroll();
+  auto b = f.Enroll();
+  const std::string job = f.SubmitTrain(TinyConfig("m", 1), 1, Ramp(2, 32, 32), Ramp(2, 32, 32));
+  Leased l = MustLease(*f.queue, a);
+  CHECK(Must(f.queue->AuthenticateNode(a.bearer())) == a.node_id);
+  Must(f.queue->RevokeNode(a.node_id));
+  CHECK(f.queue->AuthenticateNode(a.bearer()).status().code() == StatusCode::kUnauthenticated);
+  CHECK(MustLease(*f.queue, b).env.unit.unit_id == l.env.unit.unit_id);
+  CHECK(f.queue->AuthenticateNode(b.node_id + ":wrong").status().code() == StatusCode::kUnauthenticated);
+  CHECK(f.queue->AuthenticateNode("nobody:x").status().code() == StatusCode::kUnauthenticated);
+}
+
+TEST_CASE("tokens are checked by kind and can be revoked", "[server][queue]") {
+  QueueFixture f;
+  const std::string admin = Must(f.queue->CreateToken(server::TokenKind::kAdmin, "a"));
+  const std::string enroll = Must(f.queue->CreateToken(server::TokenKind::kEnroll, "e"));
+  CHECK(f.queue->CheckToken(server::TokenKind::kAdmin, admin).ok());
+  CHECK_FALSE(f.queue->CheckToken(server::TokenKind::kAdmin, enroll).ok());
+  CHECK_FALSE(f.queue->Enroll(admin, Node()).ok());
+  Must(f.queue->RevokeToken(enroll.substr(0, 8)));
+  CHECK(f.queue->Enroll(enroll, Node()).status().code() == StatusCode::kUnauthenticated);
+}
+
+TEST_CASE("the queue survives a reopen with everything committed", "[server][queue]") {
+  QueueFixture f;
+  auto a = f.Enroll();
+  const std::string job = f.SubmitTrain(TinyConfig("m", 4), 2, Ramp(2, 32, 32), Ramp(2, 32, 32));
+  Leased l = MustLease(*f.queue, a);
+  Must(f.queue->Complete(a.node_id, TrainResult(f, l, 0.5, false)));
+  const Json before = JobView(f, job);
+  f.Reopen();
+  CHECK(JobView(f, job) == before);
+  CHECK(Must(f.queue->IntegrityCheck()) == "ok");
+  CHECK(Must(f.queue->AuthenticateNode(a.bearer())) == a.node_id);
+  CHECK(MustLease(*f.queue, a).env.unit.epochs->begin == 2);
+}
+
+}  // namespace
+}  // namespace idlegrid

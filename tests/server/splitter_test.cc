@@ -1,0 +1,81 @@
+// Splitting rules: unit sizes from the cost estimate, chains that cover every epoch once,
+// slabs that cover every slice once with the model's halo.
+#include <catch2/catch.hpp>
+
+#include "server/server_fixtures.h"
+#include "splitter.h"
+
+namespace idlegrid::server {
+namespace {
+
+TEST_CASE("training units last about the target time and cover the chain", "[server][splitter]") {
+  models::ModelConfig c = testing::TinyConfig("m", 37);
+  c.steps_per_epoch = 500;  // epochs of tens of seconds
+  c.patch_y = c.patch_x = 128;
+  c.batch_size = 8;
+  QueueOptions o;
+  const double epoch_s = EstimateEpochSeconds(c, o.unit_threads);
+  REQUIRE(epoch_s > 0);
+  o.unit_target_seconds = static_cast<int64_t>(epoch_s * 5);
+  const int64_t k = EpochsPerUnit(c, o);
+  CHECK(k >= 4);
+  CHECK(k <= 6);
+  // More threads: faster epochs, more of them per unit.
+  QueueOptions more = o;
+  more.unit_threads = 8;
+  CHECK(EpochsPerUnit(c, more) > k);
+  // Bounds: at least one epoch, at most the chain.
+  o.unit_target_seconds = 0;
+  CHECK(EpochsPerUnit(c, o) == 1);
+  o.unit_target_seconds = 1'000'000'000;
+  CHECK(EpochsPerUnit(c, o) == 37);
+
+  o.unit_target_seconds = static_cast<int64_t>(epoch_s * 10);
+  const std::vector<WorkUnit> units = SplitTrainChain("j1", "c0", c, {}, {8, 64, 64, 1}, 7, o);
+  REQUIRE(units.size() >= 3);
+  int64_t next = 0;
+  for (const WorkUnit& u : units) {
+    CHECK(u.epochs->begin == next);
+    next = u.epochs->end;
+    CHECK(u.seed == 7);
+    CHECK(u.config["model"]["name"] == "m");
+    CHECK(u.threads == o.unit_threads);
+  }
+  CHECK(next == 37);
+}
+
+TEST_CASE("memory needs grow with the volume and the network", "[server][splitter]") {
+  models::ModelConfig c = testing::TinyConfig("m", 1);
+  const int64_t small = UnitMemoryBytes(c, {8, 64, 64, 1});
+  CHECK(UnitMemoryBytes(c, {512, 512, 512, 1}) > small + (int64_t{1} << 30));
+  c.base_filters *= 4;
+  c.architecture = "unet3d";
+  c.patch_z = 16;
+  CHECK(UnitMemoryBytes(c, {8, 64, 64, 1}) > small);
+}
+
+TEST_CASE("inference slabs cover the volume once, with the model's halo", "[server][splitter]") {
+  models::ModelConfig c = testing::TinyConfig("m", 1);
+  c.architecture = "unet25d";
+  c.context_slices = 2;
+  QueueOptions o;
+  o.slab_target_voxels = 10 * 100 * 100;
+  const VolumeShape shape{57, 100, 100, 1};
+  const BlobRef model{std::string(64, 'a'), 1, ""}, volume{std::string(64, 'b'), 2, ""};
+  std::vector<WorkUnit> units = testing::Must(SplitInfer("j2", "s1", c, model, volume, shape, "labels", o));
+  REQUIRE(units.size() > 5);
+  int64_t next = 0;
+  for (const WorkUnit& u : units) {
+    const SlabRange& s = *u.slab;
+    CHECK(s.z_begin == next);
+    next = s.z_end;
+    CHECK(s.read_end() - s.read_begin() <= 10);
+    CHECK(s.halo_before == std::min<int64_t>(c.InferenceHalo(), s.z_begin));
+    CHECK(u.inputs.at("model") == model);
+    CHECK(u.config["output"] == "labels");
+  }
+  CHECK(next == 57);
+}
+
+}  // namespace
+}  // namespace idlegrid::server
