@@ -57,6 +57,9 @@ class Db {
   Db& operator=(const Db&) = delete;
 
   Status Exec(const std::string& sql);
+  // A PASSIVE WAL checkpoint: copies committed pages into the database file without
+  // blocking writers on other connections. Returns the WAL frames still to copy.
+  StatusOr<int> Checkpoint();
   // A cached prepared statement, reset and with its bindings cleared.
   StatusOr<Stmt*> Prepare(const std::string& sql);
   int64_t Changes() const;

@@ -51,14 +51,16 @@ CREATE TABLE units(
   failures INTEGER NOT NULL DEFAULT 0, leases INTEGER NOT NULL DEFAULT 0,
   outputs TEXT, metrics TEXT, error TEXT NOT NULL DEFAULT '', updated_at INTEGER NOT NULL);
 CREATE INDEX units_ready ON units(state, job_seq, seq);
-CREATE INDEX units_job ON units(job_id, stage);
+CREATE INDEX units_job ON units(job_id, stage, state);
 CREATE INDEX units_after ON units(after);
 CREATE TABLE leases(
   lease_id TEXT PRIMARY KEY, unit_id TEXT NOT NULL REFERENCES units(unit_id),
   node_id TEXT NOT NULL REFERENCES nodes(node_id), issued_at INTEGER NOT NULL,
   deadline INTEGER NOT NULL, state TEXT NOT NULL, progress REAL NOT NULL DEFAULT 0,
-  epoch INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '', ended_at INTEGER);
-CREATE INDEX leases_active ON leases(state, deadline);
+  epoch INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '', ended_at INTEGER)
+  WITHOUT ROWID;
+-- Not on deadline: heartbeats then rewrite only the lease's own row.
+CREATE INDEX leases_active ON leases(state);
 CREATE INDEX leases_unit ON leases(unit_id);
 CREATE TABLE blobs(sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE models(sha256 TEXT PRIMARY KEY, config TEXT NOT NULL, job_id TEXT NOT NULL);
@@ -252,7 +254,11 @@ Queue::~Queue() = default;
 StatusOr<std::unique_ptr<Queue>> Queue::Open(const std::string& db_path, BlobStore* blobs,
                                              PrivateKey key, QueueOptions options, ClockFn clock) {
   IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::Open(db_path));
+  // Checkpoints (with their fsync) would stall every request behind the connection's mutex;
+  // Checkpoint() does them from another connection. This bound only matters without it.
+  IDLEGRID_RETURN_IF_ERROR(db->Exec("PRAGMA wal_autocheckpoint=20000"));
   std::unique_ptr<Queue> q(new Queue(std::move(db), blobs, std::move(key), options, std::move(clock)));
+  q->db_path_ = db_path;
   IDLEGRID_RETURN_IF_ERROR(q->Migrate());
   return q;
 }
@@ -634,7 +640,9 @@ StatusOr<std::optional<SignedUnit>> Queue::Lease(const std::string& node_id, con
   IDLEGRID_RETURN_IF_ERROR(txn.status());
   Internal in{*this, *db_, clock_()};
   IDLEGRID_RETURN_IF_ERROR(in.Expire().status());
-  IDLEGRID_ASSIGN_OR_RETURN(Stmt * n, db_->Prepare("UPDATE nodes SET last_seen=?, info=? WHERE node_id=?"));
+  // Rows are rewritten only when something changed (most leases come in the same second).
+  IDLEGRID_ASSIGN_OR_RETURN(Stmt * n, db_->Prepare(
+      "UPDATE nodes SET last_seen=?1, info=?2 WHERE node_id=?3 AND (last_seen<?1 OR info!=?2)"));
   IDLEGRID_RETURN_IF_ERROR(n->Bind(1, in.now).Bind(2, Dump(info.ToJson())).Bind(3, node_id).Run());
   // Memory: a GPU unit needs it on the GPU, a CPU unit in RAM.
   int64_t gpu_memory = 0;
@@ -695,7 +703,7 @@ StatusOr<HeartbeatReply> Queue::Beat(const std::string& node_id, const Heartbeat
       "UPDATE leases SET deadline=?, progress=?, epoch=?, message=? WHERE lease_id=?"));
   IDLEGRID_RETURN_IF_ERROR(s->Bind(1, reply.deadline).Bind(2, hb.progress).Bind(3, hb.epoch)
                                .Bind(4, hb.message).Bind(5, hb.lease_id).Run());
-  IDLEGRID_ASSIGN_OR_RETURN(Stmt * n, db_->Prepare("UPDATE nodes SET last_seen=? WHERE node_id=?"));
+  IDLEGRID_ASSIGN_OR_RETURN(Stmt * n, db_->Prepare("UPDATE nodes SET last_seen=?1 WHERE node_id=?2 AND last_seen<?1"));
   IDLEGRID_RETURN_IF_ERROR(n->Bind(1, in.now).Bind(2, node_id).Run());
   IDLEGRID_RETURN_IF_ERROR(txn.Commit());
   return reply;
@@ -703,6 +711,7 @@ StatusOr<HeartbeatReply> Queue::Beat(const std::string& node_id, const Heartbeat
 
 Status Queue::Complete(const std::string& node_id, const Result& result) {
   if (result.node_id != node_id) return PermissionDeniedError("the result names another node");
+  bool stage_finished = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     Txn txn(*db_);
@@ -767,9 +776,16 @@ Status Queue::Complete(const std::string& node_id, const Result& result) {
     }
     IDLEGRID_RETURN_IF_ERROR(in.Event("completed", unit.job_id, unit.unit_id, node_id,
                                       "in " + std::to_string(static_cast<int64_t>(result.elapsed_s)) + " s"));
+    // Was this the stage's last open unit? (An index seek, not a scan of the done ones.)
+    IDLEGRID_ASSIGN_OR_RETURN(Stmt * open, db_->Prepare(
+        "SELECT 1 FROM units WHERE job_id=? AND stage=(SELECT stage FROM units WHERE unit_id=?) AND "
+        "state IN ('waiting','ready','leased') LIMIT 1"));
+    open->Bind(1, unit.job_id).Bind(2, unit.unit_id);
+    stage_finished = !open->Step();
+    IDLEGRID_RETURN_IF_ERROR(open->status());
     IDLEGRID_RETURN_IF_ERROR(txn.Commit());
   }
-  return AssimilatePending();
+  return stage_finished ? AssimilatePending() : Status::Ok();
 }
 
 Status Queue::Abort(const std::string& node_id, const std::string& lease_id, const std::string& reason,
@@ -803,6 +819,14 @@ StatusOr<int> Queue::ExpireLeases() {
   IDLEGRID_ASSIGN_OR_RETURN(int n, in.Expire());
   IDLEGRID_RETURN_IF_ERROR(txn.Commit());
   return n;
+}
+
+Status Queue::Checkpoint() {
+  std::lock_guard<std::mutex> lock(checkpoint_mu_);
+  if (!checkpoint_db_) {
+    IDLEGRID_ASSIGN_OR_RETURN(checkpoint_db_, Db::Open(db_path_));
+  }
+  return checkpoint_db_->Checkpoint().status();
 }
 
 Status Queue::RecordBlob(const BlobRef& blob) {
@@ -852,7 +876,8 @@ Status Queue::AssimilatePending() {
       StmtScope scope(*db_);
       IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db_->Prepare(
           "SELECT j.job_id, j.stage, j.plan, j.outputs, j.seq FROM jobs j WHERE j.state='running' AND NOT EXISTS "
-          "(SELECT 1 FROM units u WHERE u.job_id=j.job_id AND u.stage=j.stage AND u.state!='done') "
+          "(SELECT 1 FROM units u WHERE u.job_id=j.job_id AND u.stage=j.stage AND "
+          " u.state IN ('waiting','ready','leased','failed','cancelled')) "
           "ORDER BY j.seq LIMIT 1"));
       if (!s->Step()) return s->status();
       job_id = s->Text(0);
@@ -1042,7 +1067,7 @@ StatusOr<Json> Queue::JobStatus(const std::string& job_id) {
   s->Reset();
   IDLEGRID_ASSIGN_OR_RETURN(Stmt * u, db_->Prepare(
       "SELECT u.unit_id, u.stage, u.chain, u.state, u.unit, u.epochs_done, u.failures, u.leases, u.error, "
-      "(SELECT node_id FROM leases l WHERE l.unit_id=u.unit_id ORDER BY issued_at DESC, rowid DESC LIMIT 1), "
+      "(SELECT node_id FROM leases l WHERE l.unit_id=u.unit_id ORDER BY (state='active') DESC, issued_at DESC LIMIT 1), "
       "(SELECT progress FROM leases l WHERE l.unit_id=u.unit_id AND l.state='active' LIMIT 1) "
       "FROM units u WHERE u.job_id=? ORDER BY u.seq"));
   u->Bind(1, job_id);

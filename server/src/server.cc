@@ -188,7 +188,7 @@ Status Server::Start() {
   // Measured: without TCP_NODELAY and long keep-alive, small requests crawl (23 -> 9,000/s).
   s.http->set_tcp_nodelay(true);
   s.http->set_keep_alive_max_count(1000000);
-  s.http->set_keep_alive_timeout(30);
+  s.http->set_keep_alive_timeout(s.options.keep_alive_s);  // also bounds a SIGTERM's wait
   s.http->set_read_timeout(60, 0);
   s.http->set_write_timeout(60, 0);
   s.http->set_payload_max_length(static_cast<size_t>(s.options.max_blob_bytes));
@@ -218,6 +218,10 @@ void Server::Impl::Maintain() {
     StatusOr<int> n = queue->ExpireLeases();
     if (!n.ok()) {
       IDLEGRID_LOG(kWarning) << "lease expiry: " << n.status().ToString();
+    }
+    Status c = queue->Checkpoint();
+    if (!c.ok()) {
+      IDLEGRID_LOG(kWarning) << "checkpoint: " << c.ToString();
     }
     Status a = queue->AssimilatePending();
     if (!a.ok()) {

@@ -102,6 +102,9 @@ class Queue {
   StatusOr<int> ExpireLeases();
   // Assimilates every job whose current stage has finished (after a restart, too).
   Status AssimilatePending();
+  // Copies the write-ahead log into the database file from a second connection, so that
+  // request threads never wait for it (the server's maintenance thread calls this).
+  Status Checkpoint();
   // Records an uploaded blob (for statistics and garbage collection).
   Status RecordBlob(const BlobRef& blob);
 
@@ -125,6 +128,9 @@ class Queue {
 
   std::mutex mu_;
   std::unique_ptr<Db> db_;  // guarded by mu_
+  std::string db_path_;
+  std::mutex checkpoint_mu_;
+  std::unique_ptr<Db> checkpoint_db_;  // guarded by checkpoint_mu_
   BlobStore* blobs_;
   PrivateKey key_;
   PublicKey public_key_;

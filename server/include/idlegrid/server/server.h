@@ -25,7 +25,11 @@ struct ServerOptions {
   int port = 8443;                     // 0: any free port (see Server::port())
   std::string cert_file, key_file;     // the user's own certificate; empty: self-signed
   std::string public_name;             // host name in the self-signed certificate
-  int threads = 8;                     // request threads
+  // Request threads. cpp-httplib gives each open connection a thread for as long as it is
+  // kept alive, so this bounds the nodes served at once; idle connections close after
+  // keep_alive_s so that a busy thread pool frees up.
+  int threads = 32;
+  int keep_alive_s = 2;
   int64_t max_json_bytes = 4 << 20;    // any JSON request body
   int64_t max_blob_bytes = int64_t{64} << 30;
   int64_t maintenance_interval_ms = 1000;  // lease expiry and assimilation sweep
