@@ -280,6 +280,43 @@ TEST_CASE("a sweep ranks its candidates and segments the volume with the best", 
   CHECK(f.queue->Submit(infer).ok());
 }
 
+TEST_CASE("a denoise job trains a denoiser, then applies it to the whole volume", "[server][queue]") {
+  QueueFixture f;
+  f.options.slab_target_voxels = 4 * 32 * 32;
+  f.Reopen();
+  auto node = f.Enroll();
+  models::ModelConfig c = TinyConfig("n2n", 3);
+  c.task = models::Task::kDenoise;
+  c.num_classes = 0;
+  c.class_weights.clear();
+  c.class_names.clear();
+  c.norm_layer = "none";
+  Job job;
+  job.kind = JobKind::kDenoise;
+  job.inputs["image"] = f.PutVolume(Ramp(8, 32, 32));
+  job.config = {{"model", models::ConfigToJson(c)}};
+  const std::string id = Must(f.queue->Submit(job));
+  Json s = JobView(f, id);
+  CHECK(s["stages"] == 2);
+  REQUIRE(s["units"].size() == 1);
+  Leased train = MustLease(*f.queue, node);
+  CHECK(train.env.unit.kind == UnitKind::kTrainEpochs);
+  CHECK(train.env.unit.inputs.count("labels") == 0);
+  Result r = TrainResult(f, train, 0, true);
+  Must(f.queue->Complete(node.node_id, r));
+  s = JobView(f, id);
+  CHECK(s["stage"] == 2);
+  int64_t covered = 0;  // slices, over all slabs (leased units are not offered again)
+  while (auto env = Must(f.queue->Lease(node.node_id, Node()))) {
+    CHECK(env->unit.config["output"] == "denoised");
+    CHECK(env->unit.inputs.at("model").sha256 == r.outputs["model"].sha256);
+    CHECK(env->unit.slab->z_begin == covered);
+    covered = env->unit.slab->z_end;
+  }
+  CHECK(covered == 8);
+  CHECK(JobView(f, id)["units"].size() == 3);  // the training unit and two slabs
+}
+
 TEST_CASE("submissions with bad inputs are refused with a reason", "[server][queue]") {
   QueueFixture f;
   Job job;
