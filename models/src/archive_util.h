@@ -38,6 +38,23 @@ inline Status SaveArchiveAtomic(torch::serialize::OutputArchive& a, const std::s
   return Status::Ok();
 }
 
+// FNV-1a over parameter names and bytes: tells bit-identical weights from different ones.
+inline std::string ParameterDigest(const torch::nn::Module& module) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](const void* p, size_t n) {
+    const auto* b = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  };
+  for (const auto& item : module.named_parameters()) {
+    torch::Tensor v = item.value().detach().to(torch::kCPU).contiguous();
+    mix(item.key().data(), item.key().size());
+    mix(v.data_ptr(), static_cast<size_t>(v.numel() * v.element_size()));
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
 }  // namespace idlegrid::models
 
 #endif  // IDLEGRID_MODELS_SRC_ARCHIVE_UTIL_H_

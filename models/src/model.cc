@@ -18,6 +18,8 @@ struct Model::Impl {
 };
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+std::string Model::WeightsDigest() const { return ParameterDigest(*ModuleOf(impl_->net)); }
 Model::~Model() = default;
 
 StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, const InferenceOptions& options) {

@@ -485,21 +485,6 @@ const ModelConfig& Trainer::config() const { return impl_->config; }
 int64_t Trainer::train_voxels() const { return impl_->train_count; }
 int64_t Trainer::validation_voxels() const { return impl_->val_count; }
 
-std::string Trainer::WeightsDigest() const {
-  // FNV-1a over names and bytes: enough to tell bit-identical weights from different ones.
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&](const void* p, size_t n) {
-    const auto* b = static_cast<const unsigned char*>(p);
-    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  };
-  for (const auto& item : impl_->module->named_parameters()) {
-    torch::Tensor v = item.value().detach().to(torch::kCPU).contiguous();
-    mix(item.key().data(), item.key().size());
-    mix(v.data_ptr(), static_cast<size_t>(v.numel() * v.element_size()));
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
+std::string Trainer::WeightsDigest() const { return ParameterDigest(*impl_->module); }
 
 }  // namespace idlegrid::models

@@ -53,10 +53,16 @@ std::string Bearer(const httplib::Request& req) {
 StatusOr<std::string> ReadBody(const httplib::ContentReader& reader, int64_t cap) {
   std::string body;
   bool too_big = false;
+  int64_t seen = 0;
+  // Past the cap the bytes are read and dropped (up to a bound), so that the client, still
+  // sending, gets to read the 413 instead of a reset connection.
+  const int64_t drain = 16 * cap + (int64_t{1} << 20);
   reader([&](const char* data, size_t len) {
-    if (static_cast<int64_t>(body.size() + len) > cap) {
+    seen += static_cast<int64_t>(len);
+    if (seen > cap) {
       too_big = true;
-      return false;
+      body.clear();
+      return seen <= drain;
     }
     body.append(data, len);
     return true;

@@ -42,6 +42,8 @@ class Model {
 
   const ModelConfig& config() const;
   const Json& metadata() const;
+  // The same digest as Trainer::WeightsDigest(): equal iff the weights are bit-identical.
+  std::string WeightsDigest() const;
 
   // `input` holds slices [slab.read_begin(), slab.read_end()) of a volume of `total_depth`
   // slices, in its original intensities. The result covers [slab.z_begin, slab.z_end).
