@@ -38,6 +38,10 @@ using Clock = std::chrono::steady_clock;
 
 int64_t UnixNow() { return static_cast<int64_t>(std::time(nullptr)); }
 
+// Input within this long counts as "the user is active"; idle this long allows work again.
+constexpr int64_t kActiveMs = 1000;
+constexpr int64_t kResumeIdleMs = 2000;
+
 void SleepFor(int64_t ms, const std::atomic<bool>& stop) {
   const auto until = Clock::now() + std::chrono::milliseconds(ms);
   while (!stop.load() && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -203,7 +207,7 @@ struct NodeDaemon::Impl {
     }
     if (o.policy.mode == NodePolicy::Mode::kIdle) {
       std::optional<int64_t> idle = o.idle ? o.idle->IdleMs() : std::nullopt;
-      if (!idle || *idle < o.policy.idle_after_s * 1000) {
+      if (!idle || *idle < std::max<int64_t>(o.policy.idle_after_s * 1000, kResumeIdleMs)) {
         *why = idle ? "the user is active" : "cannot tell whether the user is idle";
         return false;
       }
@@ -230,13 +234,15 @@ struct NodeDaemon::Impl {
     if (self.paused_.load()) return true;
     if (o.policy.mode != NodePolicy::Mode::kIdle || o.idle == nullptr) return false;
     std::optional<int64_t> idle = o.idle->IdleMs();
-    return idle && *idle < 1000;
+    return idle && *idle < kActiveMs;
   }
   bool CanResume() {
     if (self.paused_.load()) return false;
     if (o.policy.mode != NodePolicy::Mode::kIdle || o.idle == nullptr) return true;
     std::optional<int64_t> idle = o.idle->IdleMs();
-    const int64_t need = std::min<int64_t>(o.policy.idle_after_s, 10) * 1000;
+    // Back to work once the user has left the machine alone for a while (never less than
+    // the "active" threshold, or a suspended worker would flicker).
+    const int64_t need = std::max<int64_t>(kResumeIdleMs, std::min<int64_t>(o.policy.idle_after_s, 10) * 1000);
     return idle && *idle >= need;
   }
 
@@ -245,7 +251,7 @@ struct NodeDaemon::Impl {
     h.base_url = id.server;
     h.pinned_cert_sha256 = id.fingerprint;
     h.bearer_token = id.node_id + ":" + id.secret;
-    h.cancel = &self.stop_;
+    // No cancel flag: giving a unit back when stopping must still reach the server.
     IDLEGRID_ASSIGN_OR_RETURN(api, ApiClient::Create(h));
     IDLEGRID_ASSIGN_OR_RETURN(PublicKey k, PublicKey::FromPem(id.public_key_pem));
     pinned = k;
@@ -465,9 +471,13 @@ struct NodeDaemon::Impl {
       if (log >= 0) ::dup2(log, 2);
       signal(SIGTERM, SIG_DFL);
       signal(SIGINT, SIG_DFL);
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
+      // Blocked until the worker has its handler (it unblocks them): a stop that arrives
+      // while it still loads becomes a checkpoint, not a kill.
+      sigset_t stop_signals;
+      sigemptyset(&stop_signals);
+      sigaddset(&stop_signals, SIGTERM);
+      sigaddset(&stop_signals, SIGINT);
+      sigprocmask(SIG_SETMASK, &stop_signals, nullptr);
       const std::string unit = dir + "/unit.json", in = dir + "/inputs", outs = dir + "/outputs";
       const char* argv[] = {o.worker.c_str(), "run", unit.c_str(), "--inputs", in.c_str(), "--outputs", outs.c_str(), nullptr};
       ::execve(o.worker.c_str(), const_cast<char* const*>(argv), environ);

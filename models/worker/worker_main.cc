@@ -40,6 +40,13 @@ int main(int argc, char** argv) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  // A parent may start us with SIGTERM/SIGINT blocked (idlegrid-node does), so that a stop
+  // requested while we were still loading waits for the handler instead of killing us.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigprocmask(SIG_UNBLOCK, &stop_signals, nullptr);
   args.stop = &g_stop;
   args.events = stdout;
   return idlegrid::models::RunWorkUnit(args);

@@ -1,0 +1,321 @@
+// The compute node end to end: a real server (in this process, real TLS on 127.0.0.1), real
+// idlegrid-node processes and real idlegrid-worker training.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <thread>
+
+#include "child_process.h"
+#include "idlegrid/client/node.h"
+#include "idlegrid/models/config_json.h"
+#include "idlegrid/models/model.h"
+#include "idlegrid/server/server.h"
+#include "idlegrid/shared/api_client.h"
+#include "idlegrid/shared/tiff_io.h"
+#include "models/model_fixtures.h"
+#include "test_util.h"
+
+namespace idlegrid {
+namespace {
+
+using testing::ChildProcess;
+using testing::TempDir;
+
+const std::string kBin = IDLEGRID_BIN_DIR;
+using Clock = std::chrono::steady_clock;
+
+template <typename T>
+T Must(StatusOr<T> v) {
+  if (!v.ok()) FAIL(v.status().ToString());
+  return std::move(*v);
+}
+void Must(const Status& s) {
+  if (!s.ok()) FAIL(s.ToString());
+}
+
+// A server with short leases and frequent checkpoints, the small sample uploaded.
+struct Grid {
+  TempDir dir;
+  std::unique_ptr<server::Server> server;
+  std::unique_ptr<ApiClient> admin;
+  BlobRef image, labels;
+  int nodes = 0;
+
+  Grid() {
+    server::ServerOptions o;
+    o.data_dir = dir / "server";
+    o.port = 0;
+    o.queue.lease_seconds = 4;
+    o.queue.unit_threads = 1;
+    o.queue.checkpoint_every_s = 1;
+    o.maintenance_interval_ms = 200;
+    server = Must(server::Server::Create(o));
+    Must(server->Start());
+    HttpClientOptions h;
+    h.base_url = server->url();
+    h.pinned_cert_sha256 = server->fingerprint();
+    h.bearer_token = server->first_start().admin_token;
+    admin = Must(ApiClient::Create(h));
+    const MaterialsSample& s = testing::SmallSample();
+    Must(WriteTiff(dir / "image.tif", s.image));
+    Must(WriteTiff(dir / "labels.tif", s.scribbles));
+    image = Must(admin->UploadFile(dir / "image.tif"));
+    labels = Must(admin->UploadFile(dir / "labels.tif"));
+  }
+
+  // A node's own folders, enrolled through the real CLI; returns its environment prefix.
+  std::vector<std::string> NewNode() {
+    const std::string home = dir / ("node" + std::to_string(nodes++));
+    std::vector<std::string> env{"/usr/bin/env", "IDLEGRID_CONFIG_DIR=" + home + "/config",
+                                 "IDLEGRID_CACHE_DIR=" + home + "/cache", "IDLEGRID_DATA_DIR=" + home + "/data"};
+    std::string cmd;
+    for (const std::string& e : env) cmd += e + " ";
+    int rc = -1;
+    testing::RunCommand(cmd + kBin + "/idlegrid-node enroll --server " + server->url() + " --fingerprint " +
+                            server->fingerprint() + " --token " + server->first_start().enroll_token + " 2>&1",
+                        &rc);
+    REQUIRE(rc == 0);
+    return env;
+  }
+  std::unique_ptr<ChildProcess> Run(std::vector<std::string> env, const std::vector<std::string>& args) {
+    env.push_back(kBin + "/idlegrid-node");
+    env.push_back("run");
+    env.push_back("--heartbeat");
+    env.push_back("1");
+    env.insert(env.end(), args.begin(), args.end());
+    auto child = std::make_unique<ChildProcess>(env);
+    auto first = child->ReadLine(10000);
+    REQUIRE(first.has_value());
+    CHECK_THAT(*first, Catch::Contains("serving"));
+    return child;
+  }
+  std::string SubmitTrain(const models::ModelConfig& c) {
+    Job job;
+    job.kind = JobKind::kTrain;
+    job.inputs["image"] = image;
+    job.inputs["labels"] = labels;
+    job.config = {{"model", models::ConfigToJson(c)}, {"epochs_per_unit", c.epochs}, {"seed", 5}};
+    return Must(admin->Submit(job))["job_id"];
+  }
+  Json Status(const std::string& job) { return Must(admin->JobStatus(job)); }
+  // Waits (bounded) until `pred` holds for the job's status.
+  template <typename Pred>
+  Json WaitFor(const std::string& job, Pred pred, int seconds) {
+    const auto until = Clock::now() + std::chrono::seconds(seconds);
+    Json s = Status(job);
+    while (!pred(s) && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      s = Status(job);
+    }
+    return s;
+  }
+};
+
+models::ModelConfig TrainConfig() {
+  models::ModelConfig c = testing::TinyConfig("unet2d", 6, 12);
+  c.name = "resumable";
+  return c;
+}
+
+// The weights an uninterrupted run of the same unit gives, by running the worker directly.
+std::string ReferenceDigest(Grid& g, const models::ModelConfig& c) {
+  WorkUnit u;
+  u.unit_id = "reference";
+  u.job_id = "reference";
+  u.kind = UnitKind::kTrainEpochs;
+  u.config = {{"model", models::ConfigToJson(c)}};
+  u.inputs["image"] = g.image;
+  u.inputs["labels"] = g.labels;
+  u.threads = 1;
+  u.seed = 5;
+  u.epochs = EpochRange{0, c.epochs};
+  const std::string d = g.dir / "reference";
+  std::filesystem::create_directories(d + "/in");
+  std::filesystem::create_directories(d + "/out");
+  std::filesystem::copy_file(g.dir / "image.tif", d + "/in/image");
+  std::filesystem::copy_file(g.dir / "labels.tif", d + "/in/labels");
+  testing::Spit(d + "/unit.json", u.ToJson().dump());
+  int rc = -1;
+  testing::RunCommand(kBin + "/idlegrid-worker run " + d + "/unit.json --inputs " + d + "/in --outputs " + d +
+                          "/out > /dev/null 2>&1",
+                      &rc);
+  REQUIRE(rc == 0);
+  return Must(models::Model::Load(d + "/out/model.pt"))->WeightsDigest();
+}
+
+std::string GridDigest(Grid& g, const std::string& job) {
+  Must(g.admin->FetchOutput(job, "model", g.dir / (job + ".pt")));
+  return Must(models::Model::Load(g.dir / (job + ".pt")))->WeightsDigest();
+}
+
+const Json& OnlyUnit(const Json& status) { return status["units"][0]; }
+
+TEST_CASE("kill -9 of a node mid-training: another node resumes, weights bit-identical", "[client][node]") {
+  Grid g;
+  const models::ModelConfig c = TrainConfig();
+  const std::string job = g.SubmitTrain(c);
+  auto a = g.Run(g.NewNode(), {});
+  // Wait for a checkpoint to reach the server, then kill the node without warning.
+  Json s = g.WaitFor(job, [](const Json& j) { return OnlyUnit(j)["epochs_done"].get<int64_t>() >= 2; }, 120);
+  REQUIRE(OnlyUnit(s)["epochs_done"].get<int64_t>() >= 2);
+  REQUIRE(OnlyUnit(s)["state"] == "leased");
+  a->Signal(SIGKILL);
+  REQUIRE(a->Wait(5000) == 128 + SIGKILL);
+  const int64_t saved = g.Status(job)["units"][0]["epochs_done"];
+  // The lease expires; a new node takes the unit from that checkpoint.
+  auto b = g.Run(g.NewNode(), {});
+  s = g.WaitFor(job, [](const Json& j) { return j["state"] != "running" && j["state"] != "queued"; }, 180);
+  REQUIRE(s["state"] == "done");
+  CHECK(OnlyUnit(s)["leases"] == 2);
+  CHECK(OnlyUnit(s)["failures"] == 1);  // the expiry
+  CHECK(saved < c.epochs);
+  CHECK(GridDigest(g, job) == ReferenceDigest(g, c));
+}
+
+TEST_CASE("SIGTERM to a node: checkpoint uploaded, unit given back, nothing lost", "[client][node]") {
+  Grid g;
+  const models::ModelConfig c = TrainConfig();
+  const std::string job = g.SubmitTrain(c);
+  auto a = g.Run(g.NewNode(), {});
+  Json s = g.WaitFor(job, [](const Json& j) { return OnlyUnit(j)["epochs_done"].get<int64_t>() >= 1; }, 120);
+  REQUIRE(OnlyUnit(s)["state"] == "leased");
+  const auto t0 = Clock::now();
+  a->Signal(SIGTERM);
+  const std::vector<std::string> lines = a->Drain(20000);
+  CHECK(a->Wait(5000) == 0);
+  CHECK(Clock::now() - t0 < std::chrono::seconds(10));
+  REQUIRE_FALSE(lines.empty());
+  CHECK_THAT(lines.back(), Catch::Contains("1 given back"));
+  s = g.Status(job);
+  CHECK(OnlyUnit(s)["state"] == "ready");  // back in the queue at once, not after expiry
+  CHECK(OnlyUnit(s)["failures"] == 0);
+  auto b = g.Run(g.NewNode(), {});
+  s = g.WaitFor(job, [](const Json& j) { return j["state"] == "done"; }, 180);
+  REQUIRE(s["state"] == "done");
+  CHECK(OnlyUnit(s)["leases"] == 2);
+  CHECK(GridDigest(g, job) == ReferenceDigest(g, c));
+}
+
+TEST_CASE("user activity suspends the worker within a second; past the grace it is given back", "[client][node]") {
+  Grid g;
+  const std::string idle = g.dir / "idle";
+  testing::Spit(idle, "idle\n");
+  models::ModelConfig c = TrainConfig();
+  c.epochs = 40;  // long enough to be running throughout
+  const std::string job = g.SubmitTrain(c);
+  std::vector<std::string> env = g.NewNode();
+  auto a = g.Run(env, {"--policy", "idle", "--idle-minutes", "0", "--idle-file", idle, "--grace", "3"});
+  std::string socket;
+  for (const std::string& e : env) {
+    if (e.rfind("IDLEGRID_CACHE_DIR=", 0) == 0) socket = e.substr(19) + "/node.sock";
+  }
+  int64_t pid = 0;
+  for (int i = 0; i < 600 && pid == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    StatusOr<Json> st = client::QueryNode(socket, "status");
+    if (st.ok() && (*st)["state"] == "working") pid = (*st)["worker_pid"];
+  }
+  REQUIRE(pid > 0);
+  auto state_of = [](int64_t p) {
+    std::ifstream in("/proc/" + std::to_string(p) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t paren = text.rfind(')');
+    return paren == std::string::npos || paren + 2 >= text.size() ? '?' : text[paren + 2];
+  };
+  const auto active_at = Clock::now();
+  testing::Spit(idle, "active\n");
+  char state = '?';
+  for (int i = 0; i < 200; ++i) {
+    state = state_of(pid);
+    if (state == 'T') break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(state == 'T');
+  CHECK(Clock::now() - active_at < std::chrono::seconds(1));
+  CHECK(Must(client::QueryNode(socket, "status"))["state"] == "suspended");
+  // The user stays: after the grace the unit goes back to the queue from a checkpoint.
+  Json s = g.WaitFor(job, [](const Json& j) { return OnlyUnit(j)["state"] == "ready"; }, 30);
+  INFO("unit: " << OnlyUnit(s).dump() << "\nnode: " << Must(client::QueryNode(socket, "status")).dump());
+  CHECK(OnlyUnit(s)["state"] == "ready");
+  CHECK(OnlyUnit(s)["failures"] == 0);
+  CHECK(OnlyUnit(s)["epochs_done"].get<int64_t>() >= 0);
+  CHECK(Must(client::QueryNode(socket, "status"))["units_given_back"] == 1);
+  a->Signal(SIGTERM);
+  CHECK(a->Wait(10000) == 0);
+}
+
+TEST_CASE("a unit signed by another key, or an input with the wrong hash, runs nothing", "[client][node]") {
+  Grid g;
+  const models::ModelConfig c = TrainConfig();
+  SECTION("forged signature") {
+    std::vector<std::string> env = g.NewNode();
+    const std::string identity = env[1].substr(std::string("IDLEGRID_CONFIG_DIR=").size()) + "/node.json";
+    Json id = Must(ParseJson(testing::Slurp(identity)));
+    id["public_key"] = Must(PrivateKey::Generate()).public_key().ToPem();  // pin someone else's key
+    testing::Spit(identity, id.dump());
+    const std::string job = g.SubmitTrain(c);
+    auto a = g.Run(env, {});
+    Json s = g.WaitFor(job, [](const Json& j) { return j["state"] == "failed"; }, 60);
+    CHECK(s["state"] == "failed");
+    CHECK_THAT(s["error"].get<std::string>(), Catch::Contains("refused") && Catch::Contains("unknown key"));
+    const std::string cache = env[2].substr(std::string("IDLEGRID_CACHE_DIR=").size());
+    CHECK_FALSE(std::filesystem::exists(cache + "/units/blobs/" + g.image.sha256));  // nothing fetched
+  }
+  SECTION("wrong hash") {
+    // Damage the image in the server's store: the node must notice and run nothing.
+    const std::string path = g.dir / ("server/blobs/objects/" + g.image.sha256.substr(0, 2) + "/" + g.image.sha256);
+    REQUIRE(std::filesystem::exists(path));
+    std::filesystem::permissions(path, std::filesystem::perms::owner_write, std::filesystem::perm_options::add);
+    {
+      std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(1000);
+      f.put('\x5a');
+    }
+    const std::string job = g.SubmitTrain(c);
+    std::vector<std::string> env = g.NewNode();
+    auto a = g.Run(env, {});
+    Json s = g.WaitFor(job, [](const Json& j) { return j["state"] == "failed"; }, 60);
+    CHECK(s["state"] == "failed");
+    CHECK_THAT(s["error"].get<std::string>(), Catch::Contains("input \"image\""));
+    const std::string units = env[2].substr(std::string("IDLEGRID_CACHE_DIR=").size()) + "/units";
+    for (const auto& e : std::filesystem::directory_iterator(units)) {
+      CHECK_FALSE(std::filesystem::exists(e.path().string() + "/worker.log"));  // no worker ever started
+    }
+  }
+}
+
+TEST_CASE("a sweep and its inference run through two nodes", "[client][node]") {
+  Grid g;
+  Job job;
+  job.kind = JobKind::kSweep;
+  job.inputs["image"] = g.image;
+  job.inputs["labels"] = g.labels;
+  Json candidates = Json::array();
+  for (const char* arch : {"unet2d", "dilated2d", "unet25d"}) {
+    models::ModelConfig c = testing::TinyConfig(arch, 2, 4);
+    candidates.push_back(models::ConfigToJson(c));
+  }
+  job.config = {{"candidates", candidates}, {"infer", "labels"}};
+  const std::string id = Must(g.admin->Submit(job))["job_id"];
+  auto a = g.Run(g.NewNode(), {});
+  auto b = g.Run(g.NewNode(), {});
+  Json s = g.WaitFor(id, [](const Json& j) { return j["state"] == "done" || j["state"] == "failed"; }, 300);
+  REQUIRE(s["state"] == "done");
+  CHECK(s["summary"]["ranking"].size() == 3);
+  std::set<std::string> nodes;
+  for (const Json& u : s["units"]) nodes.insert(u["node"].get<std::string>());
+  CHECK(nodes.size() == 2);
+  Must(g.admin->FetchOutput(id, "labels", g.dir / "labels.tif"));
+  const Volume labels = Must(ReadTiff(g.dir / "labels.tif"));
+  CHECK(labels.shape() == testing::SmallSample().image.shape());
+  a->Signal(SIGTERM);
+  b->Signal(SIGTERM);
+  CHECK(a->Wait(10000) == 0);
+  CHECK(b->Wait(10000) == 0);
+}
+
+}  // namespace
+}  // namespace idlegrid
