@@ -26,6 +26,7 @@ endif()
 
 find_package(nlohmann_json 3.9 REQUIRED)
 find_package(TIFF REQUIRED)
+find_package(ZLIB REQUIRED)
 find_package(OpenSSL 3 REQUIRED)
 find_package(CURL REQUIRED)
 find_package(SQLite3 REQUIRED)
