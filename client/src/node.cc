@@ -186,8 +186,11 @@ struct NodeDaemon::Impl {
   std::thread socket_thread;
   int listen_fd = -1;
   std::optional<std::vector<GpuInfo>> gpus;
+  std::atomic<int> mode;  // NodePolicy::Mode, changeable at run time (the tray's toggle)
 
-  Impl(NodeDaemon& d, NodeIdentity i, NodeOptions opt) : self(d), id(std::move(i)), o(std::move(opt)) {}
+  Impl(NodeDaemon& d, NodeIdentity i, NodeOptions opt)
+      : self(d), id(std::move(i)), o(std::move(opt)), mode(static_cast<int>(o.policy.mode)) {}
+  NodePolicy::Mode Mode() const { return static_cast<NodePolicy::Mode>(mode.load()); }
 
   template <typename F>
   void Update(F f) {
@@ -205,14 +208,14 @@ struct NodeDaemon::Impl {
       *why = "paused";
       return false;
     }
-    if (o.policy.mode == NodePolicy::Mode::kIdle) {
+    if (Mode() == NodePolicy::Mode::kIdle) {
       std::optional<int64_t> idle = o.idle ? o.idle->IdleMs() : std::nullopt;
       if (!idle || *idle < std::max<int64_t>(o.policy.idle_after_s * 1000, kResumeIdleMs)) {
         *why = idle ? "the user is active" : "cannot tell whether the user is idle";
         return false;
       }
     }
-    if (o.policy.mode == NodePolicy::Mode::kWindows) {
+    if (Mode() == NodePolicy::Mode::kWindows) {
       const std::time_t t = std::time(nullptr);
       std::tm local{};
       localtime_r(&t, &local);
@@ -232,13 +235,13 @@ struct NodeDaemon::Impl {
   // While a unit runs: the user came back (or the node was paused).
   bool ShouldSuspend() {
     if (self.paused_.load()) return true;
-    if (o.policy.mode != NodePolicy::Mode::kIdle || o.idle == nullptr) return false;
+    if (Mode() != NodePolicy::Mode::kIdle || o.idle == nullptr) return false;
     std::optional<int64_t> idle = o.idle->IdleMs();
     return idle && *idle < kActiveMs;
   }
   bool CanResume() {
     if (self.paused_.load()) return false;
-    if (o.policy.mode != NodePolicy::Mode::kIdle || o.idle == nullptr) return true;
+    if (Mode() != NodePolicy::Mode::kIdle || o.idle == nullptr) return true;
     std::optional<int64_t> idle = o.idle->IdleMs();
     // Back to work once the user has left the machine alone for a while (never less than
     // the "active" threshold, or a suspended worker would flicker).
@@ -298,13 +301,19 @@ struct NodeDaemon::Impl {
       if (command == "pause" || command == "resume") {
         self.Pause(command == "pause");
         reply = {{"ok", true}, {"paused", command == "pause"}};
+      } else if (command == "policy always" || (command == "policy idle" && o.idle != nullptr)) {
+        mode = static_cast<int>(command == "policy idle" ? NodePolicy::Mode::kIdle : NodePolicy::Mode::kAlways);
+        reply = {{"ok", true}, {"policy", command.substr(7)}};
+      } else if (command == "policy idle") {
+        reply = {{"error", "this node cannot tell whether its user is idle"}};
       } else if (command == "status" || command.empty()) {
         reply = self.status().ToJson();
         reply["paused"] = self.paused_.load();
         reply["node_id"] = id.node_id;
         reply["server"] = id.server;
+        reply["policy"] = Mode() == NodePolicy::Mode::kIdle ? "idle" : Mode() == NodePolicy::Mode::kAlways ? "always" : "windows";
       } else {
-        reply = {{"error", "unknown command; use status, pause or resume"}};
+        reply = {{"error", "unknown command; use status, pause, resume, policy always or policy idle"}};
       }
       const std::string out = reply.dump() + "\n";
       if (::write(c, out.data(), out.size()) < 0) {
