@@ -56,8 +56,13 @@ std::vector<WorkUnit> SplitTrainChain(const std::string& job_id, const std::stri
 
 int64_t SlabDepth(const VolumeShape& v, int64_t halo, const QueueOptions& options) {
   const int64_t plane = std::max<int64_t>(1, v.y * v.x * std::max<int64_t>(v.c, 1));
-  const int64_t slices = std::max<int64_t>(1, options.slab_target_voxels / plane - 2 * halo);
-  return std::min(slices, v.z);
+  // Memory: core + halos within the target.
+  const int64_t by_memory = std::max<int64_t>(1, options.slab_target_voxels / plane - 2 * halo);
+  // Sharing: even a small volume becomes min_slabs slabs, so that several nodes work on it,
+  // unless that would make the halos outweigh the cores (core >= 2 x halo).
+  const int64_t by_sharing = std::max<int64_t>((v.z + options.min_slabs - 1) / std::max<int64_t>(options.min_slabs, 1),
+                                               2 * halo);
+  return std::clamp<int64_t>(std::min(by_memory, by_sharing), 1, std::max<int64_t>(v.z, 1));
 }
 
 StatusOr<std::vector<WorkUnit>> SplitInfer(const std::string& job_id, const std::string& prefix,

@@ -34,7 +34,8 @@ std::vector<WorkUnit> SplitTrainChain(const std::string& job_id, const std::stri
                                       const VolumeShape& volume, int64_t seed,
                                       const QueueOptions& options);
 
-// Slab depth for inference: about options.slab_target_voxels per slab (core + halo).
+// Slab depth for inference: at most about options.slab_target_voxels per slab (core + halo),
+// and at least options.min_slabs slabs when the halo allows.
 int64_t SlabDepth(const VolumeShape& volume, int64_t halo, const QueueOptions& options);
 
 // infer_slab units covering the volume; `output` is "labels", "probabilities" or "denoised".

@@ -75,6 +75,17 @@ TEST_CASE("inference slabs cover the volume once, with the model's halo", "[serv
     CHECK(u.config["output"] == "labels");
   }
   CHECK(next == 57);
+  // A small volume still becomes several slabs, so that nodes share it...
+  o.slab_target_voxels = int64_t{1} << 30;
+  units = testing::Must(SplitInfer("j3", "s1", c, model, volume, {48, 160, 160, 1}, "labels", o));
+  CHECK(units.size() == 8);
+  // ...but never slabs whose halos outweigh their cores.
+  c.architecture = "unet3d";
+  c.patch_z = 16;
+  const int64_t halo = c.InferenceHalo();
+  REQUIRE(halo > 3);
+  units = testing::Must(SplitInfer("j4", "s1", c, model, volume, {48, 160, 160, 1}, "labels", o));
+  for (const WorkUnit& u : units) CHECK((u.slab->depth() >= 2 * halo || u.slab->z_end == 48));
 }
 
 }  // namespace
