@@ -172,8 +172,8 @@ int Main(int argc, char** argv) {
     direct = RunWorker(bin, dir + "/direct");
   }
   std::printf("  direct: %.1f s\n", direct);
-  // Slabs of about an eighth of the volume, so that two nodes share the work evenly.
-  const int64_t slab_voxels = shape.z * shape.y * shape.x / 8;
+  // The server's own slab rule (at least min_slabs slabs for a volume this small).
+  const int64_t slab_voxels = server::QueueOptions().slab_target_voxels;
   const double one = ThroughGrid(dir + "/grid1", bin, 1, threads, dir + "/volume.tif", model, config_json, slab_voxels);
   const double two = ThroughGrid(dir + "/grid2", bin, 2, threads, dir + "/volume.tif", model, config_json, slab_voxels);
   // All three must agree voxel for voxel: the grid's slabs stitch to the direct result.

@@ -61,6 +61,7 @@ StatusOr<std::string> LocalGrid::AddNode(int64_t threads, const std::vector<std:
   std::vector<std::string> args{bin_ + "/idlegrid-node", "run", "--threads", std::to_string(threads)};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   const std::string log = n.home + "/node.log";
+  std::fflush(nullptr);  // or the child's freopen would write our buffered output again
   n.pid = ::fork();
   if (n.pid == 0) {
     for (const std::string& e : env) ::putenv(const_cast<char*>(e.c_str()));

@@ -45,7 +45,7 @@ struct QueueOptions {
   int max_leases = 100;                 // leases per unit in all (graceful aborts included)
   int64_t unit_target_seconds = 300;    // training units are sized to last about this long
   int64_t slab_target_voxels = int64_t{32} << 20;  // inference slabs hold at most about this many
-  int64_t min_slabs = 8;                // and a volume becomes at least this many (when halos allow)
+  int64_t min_slabs = 4;                // and a volume becomes at least this many (when halos allow)
   int64_t unit_threads = 2;             // CPU threads of a unit (part of its result on CPU)
   int64_t checkpoint_every_s = 60;
 };
