@@ -27,6 +27,8 @@
 #include "idlegrid/shared/envelope.h"
 #include "idlegrid/shared/files.h"
 #include "idlegrid/shared/log.h"
+#include "idlegrid/shared/png.h"
+#include "idlegrid/shared/tiff_io.h"
 
 extern char** environ;
 
@@ -169,7 +171,7 @@ Json NodeStatus::ToJson() const {
           {"message", message}, {"last_error", last_error}, {"progress", progress},
           {"epoch", epoch}, {"worker_pid", worker_pid}, {"units_done", units_done},
           {"units_failed", units_failed}, {"units_given_back", units_given_back},
-          {"refused", refused}};
+          {"refused", refused}, {"preview", preview}};
 }
 
 // --- the daemon ---------------------------------------------------------------------------
@@ -343,6 +345,35 @@ struct NodeDaemon::Impl {
     return Status::Ok();
   }
 
+  // For the tray and the screensaver: the middle slice of a finished slab, input beside output.
+  void WritePreview(const std::string& dir, const SignedUnit& env) {
+    if (!env.unit.slab) return;
+    const bool denoised = Exists(dir + "/outputs/denoised.tif");
+    StatusOr<Volume> out = ReadTiff(dir + (denoised ? "/outputs/denoised.tif" : "/outputs/labels.tif"));
+    if (!out.ok() || out->shape().z == 0) return;
+    const int64_t mid = out->shape().z / 2;
+    TiffReadOptions r;
+    r.z_begin = env.unit.slab->z_begin + mid;
+    r.z_end = r.z_begin + 1;
+    StatusOr<Volume> in = ReadTiff(dir + "/inputs/volume", r);
+    if (!in.ok() || in->shape().y != out->shape().y || in->shape().x != out->shape().x) return;
+    const int64_t w = in->shape().x, h = in->shape().y;
+    std::vector<uint8_t> left = GraySlice(*in, 0), right;
+    if (denoised) {
+      right = GraySlice(*out, mid);
+    } else {
+      right = left;
+      OverlayLabels(*out, mid, 0.5, &right);
+    }
+    std::vector<uint8_t> both(static_cast<size_t>(2 * w * h * 3));
+    for (int64_t y = 0; y < h; ++y) {
+      std::copy(left.begin() + y * w * 3, left.begin() + (y + 1) * w * 3, both.begin() + y * 2 * w * 3);
+      std::copy(right.begin() + y * w * 3, right.begin() + (y + 1) * w * 3, both.begin() + (y * 2 * w + w) * 3);
+    }
+    const std::string path = o.work_dir + "/preview.png";
+    if (WritePngRgb(path, 2 * w, h, both).ok()) Update([&](NodeStatus& s) { s.preview = path; });
+  }
+
   // Uploads what the worker left and completes (exit 0), or gives the unit back.
   void Finish(const std::string& dir, const SignedUnit& env, int code, const std::string& reason,
               bool cancelled, double elapsed) {
@@ -354,6 +385,7 @@ struct NodeDaemon::Impl {
     }
     if (code == 0) {
       WriteFileAtomic(dir + "/state.json", R"({"phase":"uploading"})", 0600).IgnoreError();
+      WritePreview(dir, env);
       Update([](NodeStatus& s) { s.state = "uploading"; });
       Result r;
       r.lease_id = env.lease_id;

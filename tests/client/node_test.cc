@@ -247,6 +247,36 @@ TEST_CASE("user activity suspends the worker within a second; past the grace it 
   CHECK(a->Wait(10000) == 0);
 }
 
+TEST_CASE("cancelling a job stops its worker through the heartbeat", "[client][node]") {
+  Grid g;
+  models::ModelConfig c = TrainConfig();
+  c.epochs = 60;
+  const std::string job = g.SubmitTrain(c);
+  std::vector<std::string> env = g.NewNode();
+  auto a = g.Run(env, {});
+  const std::string socket = env[2].substr(std::string("IDLEGRID_CACHE_DIR=").size()) + "/node.sock";
+  Json s = g.WaitFor(job, [](const Json& j) { return OnlyUnit(j)["state"] == "leased"; }, 60);
+  REQUIRE(OnlyUnit(s)["state"] == "leased");
+  Must(g.admin->Cancel(job));
+  Json st;
+  for (int i = 0; i < 100; ++i) {  // heartbeats every second: well within 10 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    st = Must(client::QueryNode(socket, "status"));
+    if (st["units_given_back"] == 1 && st["worker_pid"] == 0) break;
+  }
+  CHECK(st["units_given_back"] == 1);
+  CHECK(st["worker_pid"] == 0);
+  CHECK(g.Status(job)["state"] == "cancelled");
+  a->Signal(SIGTERM);
+  CHECK(a->Wait(10000) == 0);
+}
+
+TEST_CASE("--exit-when-idle ends a batch node when there is no work", "[client][node]") {
+  Grid g;
+  auto a = g.Run(g.NewNode(), {"--exit-when-idle", "1"});
+  CHECK(a->Wait(15000) == 0);
+}
+
 TEST_CASE("a unit signed by another key, or an input with the wrong hash, runs nothing", "[client][node]") {
   Grid g;
   const models::ModelConfig c = TrainConfig();
@@ -300,8 +330,9 @@ TEST_CASE("a sweep and its inference run through two nodes", "[client][node]") {
   }
   job.config = {{"candidates", candidates}, {"infer", "labels"}};
   const std::string id = Must(g.admin->Submit(job))["job_id"];
-  auto a = g.Run(g.NewNode(), {});
-  auto b = g.Run(g.NewNode(), {});
+  std::vector<std::string> env_a = g.NewNode(), env_b = g.NewNode();
+  auto a = g.Run(env_a, {});
+  auto b = g.Run(env_b, {});
   Json s = g.WaitFor(id, [](const Json& j) { return j["state"] == "done" || j["state"] == "failed"; }, 300);
   REQUIRE(s["state"] == "done");
   CHECK(s["summary"]["ranking"].size() == 3);
@@ -311,6 +342,18 @@ TEST_CASE("a sweep and its inference run through two nodes", "[client][node]") {
   Must(g.admin->FetchOutput(id, "labels", g.dir / "labels.tif"));
   const Volume labels = Must(ReadTiff(g.dir / "labels.tif"));
   CHECK(labels.shape() == testing::SmallSample().image.shape());
+  // The nodes that ran slabs show their last result on the status socket (for the tray and
+  // the screensaver): a PNG of input and output side by side.
+  int previews = 0;
+  for (const auto* env : {&env_a, &env_b}) {
+    const std::string socket = (*env)[2].substr(std::string("IDLEGRID_CACHE_DIR=").size()) + "/node.sock";
+    const Json st = Must(client::QueryNode(socket, "status"));
+    const std::string preview = st["preview"];
+    if (preview.empty()) continue;
+    ++previews;
+    CHECK(testing::Slurp(preview).substr(1, 3) == "PNG");
+  }
+  CHECK(previews >= 1);
   a->Signal(SIGTERM);
   b->Signal(SIGTERM);
   CHECK(a->Wait(10000) == 0);

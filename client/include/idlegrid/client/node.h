@@ -81,6 +81,7 @@ struct NodeOptions {
 struct NodeStatus {
   std::string state = "starting";  // waiting | idle | working | paused | suspended | uploading | stopped
   std::string unit_id, job_id, kind, message, last_error;
+  std::string preview;  // PNG of the last inference result (input | output, middle slice)
   double progress = 0;
   int64_t epoch = 0;
   int64_t worker_pid = 0;
