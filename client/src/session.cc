@@ -1,0 +1,71 @@
+#include "idlegrid/client/session.h"
+
+#include <cstdio>
+
+#include "idlegrid/shared/files.h"
+#include "idlegrid/shared/protocol.h"
+#include "idlegrid/shared/tiff_io.h"
+
+namespace idlegrid::client {
+
+Json Session::ToJson() const {
+  Json js = Json::array();
+  for (const SessionJob& j : jobs) js.push_back({{"job_id", j.job_id}, {"purpose", j.purpose}});
+  return {{"schema", 1},          {"image", image_path},     {"local_grid", local_grid},
+          {"server", server},     {"fingerprint", fingerprint}, {"jobs", js},
+          {"chosen_model", chosen_model}, {"painting_seconds", painting_seconds}, {"slice", slice}};
+}
+
+StatusOr<Session> Session::FromJson(const Json& j) {
+  JsonReader r(j, "session");
+  if (r.Int("schema", 1, 1) != 1) return InvalidArgumentError("unknown session schema");
+  Session s;
+  s.image_path = r.String("image", 4096);
+  s.local_grid = r.Bool("local_grid");
+  s.server = r.String("server", kMaxUrlLength, true);
+  s.fingerprint = r.String("fingerprint", 200, true);
+  for (const Json& e : r.Array("jobs", 10000)) {
+    JsonReader jr(e, "session.jobs[]");
+    SessionJob job;
+    job.job_id = jr.Id("job_id");
+    job.purpose = jr.Enum("purpose", {"candidates", "retrain", "apply", "denoise"});
+    IDLEGRID_RETURN_IF_ERROR(jr.Finish());
+    s.jobs.push_back(job);
+  }
+  s.chosen_model = r.String("chosen_model", 64, true);
+  s.painting_seconds = r.Number("painting_seconds", 0, 1e9);
+  s.slice = r.Int("slice", 0, kMaxSlices);
+  IDLEGRID_RETURN_IF_ERROR(r.Finish());
+  return s;
+}
+
+Status SaveSession(const std::string& dir, const Session& session, const Annotation& annotation) {
+  IDLEGRID_RETURN_IF_ERROR(MakeDirs(dir, 0700));
+  // Labels first (atomically), then the session that names them: a crash between the two
+  // leaves the older session with newer labels, never a session without its labels.
+  const std::string tmp = dir + "/labels.tif.tmp";
+  IDLEGRID_RETURN_IF_ERROR(WriteTiff(tmp, annotation.labels()));
+  if (std::rename(tmp.c_str(), (dir + "/labels.tif").c_str()) != 0) return ErrnoError("rename " + tmp, errno);
+  Json j = session.ToJson();
+  j["classes"] = annotation.ClassesToJson();
+  return WriteFileAtomic(dir + "/session.json", j.dump(2) + "\n", 0600);
+}
+
+StatusOr<LoadedSession> LoadSession(const std::string& dir) {
+  StatusOr<std::string> text = ReadFile(dir + "/session.json", 16 << 20);
+  if (!text.ok()) return NotFoundError("no session in " + dir);
+  StatusOr<Json> j = ParseJson(*text);
+  if (!j.ok()) return DataLossError(dir + "/session.json is damaged: " + j.status().message());
+  if (!j->is_object() || !j->contains("classes")) return DataLossError(dir + "/session.json has no classes");
+  Json without = *j;
+  const Json classes = without["classes"];
+  without.erase("classes");
+  IDLEGRID_ASSIGN_OR_RETURN(Session s, Session::FromJson(without));
+  IDLEGRID_ASSIGN_OR_RETURN(std::vector<LabelClass> cls, Annotation::ClassesFromJson(classes));
+  StatusOr<Volume> labels = ReadTiff(dir + "/labels.tif");
+  if (!labels.ok()) return DataLossError(dir + "/labels.tif: " + labels.status().message());
+  IDLEGRID_ASSIGN_OR_RETURN(Annotation a, Annotation::FromLabels(std::move(*labels), cls));
+  return LoadedSession{std::move(s), std::move(a)};
+}
+
+}  // namespace idlegrid::client
