@@ -409,6 +409,30 @@ Status Trainer::SaveCheckpoint(const std::string& path) const {
   }
 }
 
+Status Trainer::InitializeFrom(const std::string& path) {
+  Impl& t = *impl_;
+  if (t.global_step != 0) return FailedPreconditionError("weights can be initialised only before training");
+  try {
+    torch::serialize::InputArchive a, model;
+    a.load_from(path);
+    if (ReadString(a, "format") != kModelFormat) return DataLossError(path + " is not an idlegrid model package");
+    StatusOr<Json> j = ParseJson(ReadString(a, "config"));
+    if (!j.ok()) return DataLossError(path + ": corrupt configuration");
+    IDLEGRID_ASSIGN_OR_RETURN(ModelConfig c, ConfigFromJson(*j));
+    const ModelConfig& m = t.config;
+    if (c.architecture != m.architecture || c.in_channels != m.in_channels || c.OutChannels() != m.OutChannels() ||
+        c.base_filters != m.base_filters || c.depth != m.depth || c.context_slices != m.context_slices ||
+        c.norm_layer != m.norm_layer || c.task != m.task) {
+      return FailedPreconditionError("the model " + path + " (" + c.name + ") has another network shape than " + m.name);
+    }
+    a.read("model", model);
+    t.module->load(model);
+  } catch (const c10::Error& e) {
+    return DataLossError("cannot read model package " + path + ": " + e.what_without_backtrace());
+  }
+  return Status::Ok();
+}
+
 Status Trainer::LoadCheckpoint(const std::string& path) {
   Impl& t = *impl_;
   try {

@@ -96,6 +96,15 @@ int RunTrain(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
   if (!checkpoint_in.empty()) {
     Status st = t.LoadCheckpoint(checkpoint_in);
     if (!st.ok()) return Fail(events, ExitFor(st), st);
+  } else if (const std::string init = InputPath(args, unit, "init"); !init.empty()) {
+    // Fine-tuning: the first unit of the chain starts from a model's weights (later units
+    // resume from checkpoints, which hold them).
+    if (unit.epochs->begin > 0) {
+      return Fail(events, kWorkerBadUnit, InvalidArgumentError("a unit starting at epoch " + std::to_string(unit.epochs->begin) +
+                                                               " needs a \"checkpoint\" input"));
+    }
+    Status st = t.InitializeFrom(init);
+    if (!st.ok()) return Fail(events, st.code() == StatusCode::kFailedPrecondition ? kWorkerBadUnit : ExitFor(st), st);
   } else if (unit.epochs->begin > 0) {
     return Fail(events, kWorkerBadUnit,
                 InvalidArgumentError("a unit starting at epoch " + std::to_string(unit.epochs->begin) +

@@ -479,6 +479,18 @@ StatusOr<std::string> Queue::Submit(const Job& job_in) {
           IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(cfg[key], "config.model"));
           configs.push_back(c);
         }
+      } else if (job.kind == JobKind::kTrain && job.inputs.count("init")) {
+        // Fine-tuning a model this server trained: its own configuration.
+        std::lock_guard<std::mutex> lock(mu_);
+        StmtScope scope(*db_);
+        IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db_->Prepare("SELECT config FROM models WHERE sha256=?"));
+        s->Bind(1, job.inputs.at("init").sha256);
+        if (!s->Step()) {
+          IDLEGRID_RETURN_IF_ERROR(s->status());
+          return InvalidArgumentError("the \"init\" model was not trained on this server: give its configuration as config.model");
+        }
+        IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(ParseStored(s->Text(0)), "init model"));
+        configs.push_back(c);
       } else {
         IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, plan_from_data(segment));
         if (segment) {
@@ -551,6 +563,7 @@ StatusOr<std::string> Queue::Submit(const Job& job_in) {
     NamedBlobs inputs;
     inputs["image"] = job.inputs.at("image");
     if (job.inputs.count("labels")) inputs["labels"] = job.inputs.at("labels");
+    if (job.inputs.count("init")) inputs["init"] = job.inputs.at("init");  // fine-tuning
     for (const auto& [chain, c] : chains) {
       std::vector<WorkUnit> chain_units = SplitTrainChain(job.job_id, chain, c, inputs, shape, seed, options_);
       if (cfg.contains("epochs_per_unit")) {

@@ -271,7 +271,7 @@ TEST_CASE("cancelling a job stops its worker through the heartbeat", "[client][n
   CHECK(a->Wait(10000) == 0);
 }
 
-TEST_CASE("--exit-when-idle ends a batch node when there is no work", "[client][node]") {
+TEST_CASE("a batch node started with --exit-when-idle leaves when there is no work", "[client][node]") {
   Grid g;
   auto a = g.Run(g.NewNode(), {"--exit-when-idle", "1"});
   CHECK(a->Wait(15000) == 0);

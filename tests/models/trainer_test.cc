@@ -151,3 +151,34 @@ TEST_CASE("bad training input is refused before anything runs", "[models][train]
 
 }  // namespace
 }  // namespace idlegrid::models
+
+namespace idlegrid::models {
+namespace {
+
+TEST_CASE("fine-tuning starts from a model package's weights", "[models][train]") {
+  TempDir dir;
+  ModelConfig c = testing::TinyConfig("unet2d", 1, 4);
+  auto first = MakeTrainer(c, 3);
+  REQUIRE(first->RunUntilEpoch(1, {}).ok());
+  REQUIRE(first->ExportModel(dir / "chosen.pt").ok());
+  // The same configuration, more epochs and another seed: starts exactly at those weights.
+  ModelConfig more = c;
+  more.epochs = 2;
+  auto tuned = MakeTrainer(more, 9);
+  const std::string fresh = tuned->WeightsDigest();
+  REQUIRE(tuned->InitializeFrom(dir / "chosen.pt").ok());
+  CHECK(tuned->WeightsDigest() == first->WeightsDigest());
+  CHECK(tuned->WeightsDigest() != fresh);
+  REQUIRE(tuned->RunUntilEpoch(1, {}).ok());
+  CHECK(tuned->WeightsDigest() != first->WeightsDigest());
+  // Only before training, only the same network shape, only real packages.
+  CHECK(tuned->InitializeFrom(dir / "chosen.pt").code() == StatusCode::kFailedPrecondition);
+  ModelConfig other = c;
+  other.base_filters = 16;
+  CHECK(MakeTrainer(other)->InitializeFrom(dir / "chosen.pt").code() == StatusCode::kFailedPrecondition);
+  testing::Spit(dir / "junk.pt", "not a model");
+  CHECK(MakeTrainer(c)->InitializeFrom(dir / "junk.pt").code() == StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace idlegrid::models

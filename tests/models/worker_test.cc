@@ -268,3 +268,38 @@ TEST_CASE("bad units and bad data exit with their own codes", "[models][worker]"
 
 }  // namespace
 }  // namespace idlegrid::models
+
+namespace idlegrid::models {
+namespace {
+
+TEST_CASE("a training unit with an \"init\" model fine-tunes it", "[models][worker]") {
+  Dirs d;
+  ModelConfig c = testing::TinyConfig("unet2d", 1, 2);
+  ChildProcess first({kWorker, "run", WriteUnit(TrainUnit(c, 0, 1, false), d.root / "a.json"), "--inputs", d.inputs,
+                      "--outputs", d.root / "a"});
+  first.Drain(60000);
+  REQUIRE(first.Wait(5000) == kWorkerOk);
+  std::filesystem::copy_file(d.root / "a/model.pt", d.inputs + "/init");
+  WorkUnit tune = TrainUnit(c, 0, 1, false);
+  tune.inputs["init"] = Ref();
+  ChildProcess second({kWorker, "run", WriteUnit(tune, d.root / "b.json"), "--inputs", d.inputs, "--outputs",
+                       d.root / "b"});
+  second.Drain(60000);
+  CHECK(second.Wait(5000) == kWorkerOk);
+  // Fine-tuning moved away from both the initial weights and a fresh run of the same unit.
+  const std::string a = Model::Load(d.root / "a/model.pt").value()->WeightsDigest();
+  const std::string b = Model::Load(d.root / "b/model.pt").value()->WeightsDigest();
+  CHECK(a != b);
+  // Another network shape is a bad unit.
+  ModelConfig other = c;
+  other.base_filters = 16;
+  WorkUnit wrong = TrainUnit(other, 0, 1, false);
+  wrong.inputs["init"] = Ref();
+  ChildProcess third({kWorker, "run", WriteUnit(wrong, d.root / "c.json"), "--inputs", d.inputs, "--outputs",
+                      d.root / "c"});
+  third.Drain(60000);
+  CHECK(third.Wait(5000) == kWorkerBadUnit);
+}
+
+}  // namespace
+}  // namespace idlegrid::models

@@ -317,6 +317,28 @@ TEST_CASE("a denoise job trains a denoiser, then applies it to the whole volume"
   CHECK(JobView(f, id)["units"].size() == 1 + 4);  // the training unit and min_slabs slabs
 }
 
+TEST_CASE("a train job with an \"init\" model fine-tunes it with its recorded configuration", "[server][queue]") {
+  QueueFixture f;
+  auto node = f.Enroll();
+  const std::string first = f.SubmitTrain(TinyConfig("chosen", 1), 1, Ramp(2, 32, 32), Ramp(2, 32, 32));
+  Leased l = MustLease(*f.queue, node);
+  Result r = TrainResult(f, l, 0.8, true);
+  Must(f.queue->Complete(node.node_id, r));
+  REQUIRE(JobView(f, first)["state"] == "done");
+  Job tune;
+  tune.kind = JobKind::kTrain;
+  tune.inputs["image"] = f.PutVolume(Ramp(2, 32, 32));
+  tune.inputs["labels"] = f.PutVolume(Ramp(2, 32, 32));
+  tune.inputs["init"] = r.outputs["model"];
+  Must(f.queue->Submit(tune));
+  Leased t = MustLease(*f.queue, node);
+  CHECK(t.env.unit.inputs.at("init").sha256 == r.outputs["model"].sha256);
+  CHECK(t.env.unit.config["model"]["name"] == "chosen");
+  // A model the server never trained needs its configuration.
+  tune.inputs["init"] = f.PutBytes("some weights");
+  CHECK_THAT(f.queue->Submit(tune).status().message(), Catch::Contains("not trained on this server"));
+}
+
 TEST_CASE("submissions with bad inputs are refused with a reason", "[server][queue]") {
   QueueFixture f;
   Job job;

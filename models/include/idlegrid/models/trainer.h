@@ -80,6 +80,12 @@ class Trainer {
   // FAILED_PRECONDITION for a checkpoint of another configuration.
   Status LoadCheckpoint(const std::string& path);
 
+  // Starts from the weights of a model package (fine-tuning: the wizard retrains the chosen
+  // candidate with the corrected labels). Only before the first step; the package's network
+  // must have this configuration's shape (architecture, channels, classes, filters, depth,
+  // context, normalisation layer), else FAILED_PRECONDITION; DATA_LOSS for a corrupt file.
+  Status InitializeFrom(const std::string& model_package);
+
   // Writes the model package inference needs: weights, the configuration, the metric
   // history, and `metadata_json` (a JSON object with anything else worth keeping).
   Status ExportModel(const std::string& path, const std::string& metadata_json = "{}") const;

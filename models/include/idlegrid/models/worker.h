@@ -6,7 +6,8 @@
 // the unit's input names; outputs are written to --outputs.
 //
 // train_epochs: config {"model": ModelConfig} (models/config_json.h); inputs "image" (TIFF),
-//   "labels" (TIFF, segmentation only) and, to resume, "checkpoint". Trains until
+//   "labels" (TIFF, segmentation only), to resume "checkpoint", and to fine-tune "init" (a
+//   model package of the same network shape, used when there is no checkpoint). Trains until
 //   epochs.end; writes outputs/checkpoint.pt every checkpoint_every_s seconds, at every
 //   epoch end and when interrupted; at the chain's last epoch also outputs/model.pt (the
 //   model package). outputs/metrics.json holds the metric history.
