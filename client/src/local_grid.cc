@@ -17,12 +17,12 @@ extern char** environ;
 namespace idlegrid::client {
 
 StatusOr<std::unique_ptr<LocalGrid>> LocalGrid::Start(const std::string& dir, const std::string& bin,
-                                                      server::ServerOptions options) {
+                                                      server::ServerOptions options, bool fresh) {
   std::unique_ptr<LocalGrid> g(new LocalGrid());
   g->dir_ = dir;
   g->bin_ = bin;
   std::error_code ec;
-  std::filesystem::remove_all(dir, ec);  // a fresh grid every time
+  if (fresh) std::filesystem::remove_all(dir, ec);
   IDLEGRID_RETURN_IF_ERROR(MakeDirs(dir, 0700));
   options.data_dir = dir + "/server";
   options.host = "127.0.0.1";
@@ -32,7 +32,15 @@ StatusOr<std::unique_ptr<LocalGrid>> LocalGrid::Start(const std::string& dir, co
   HttpClientOptions h;
   h.base_url = g->server_->url();
   h.pinned_cert_sha256 = g->server_->fingerprint();
-  h.bearer_token = g->server_->first_start().admin_token;
+  // Tokens: printed at the first start, kept in the data dir for later ones.
+  auto token = [&](const std::string& first, const std::string& file) -> StatusOr<std::string> {
+    if (!first.empty()) return first;
+    IDLEGRID_ASSIGN_OR_RETURN(std::string text, ReadFile(options.data_dir + "/" + file, 4096));
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+    return text;
+  };
+  IDLEGRID_ASSIGN_OR_RETURN(h.bearer_token, token(g->server_->first_start().admin_token, "admin.token"));
+  IDLEGRID_ASSIGN_OR_RETURN(g->enroll_token_, token(g->server_->first_start().enroll_token, "enroll.token"));
   IDLEGRID_ASSIGN_OR_RETURN(g->admin_, ApiClient::Create(h));
   return g;
 }
@@ -51,8 +59,7 @@ StatusOr<std::string> LocalGrid::AddNode(int64_t threads, const std::vector<std:
   info.os = "Linux";
   info.version = "0.1.0";
   info.cores = threads;
-  IDLEGRID_ASSIGN_OR_RETURN(NodeIdentity id, Enroll(server_->url(), server_->first_start().enroll_token,
-                                                    server_->fingerprint(), info));
+  IDLEGRID_ASSIGN_OR_RETURN(NodeIdentity id, Enroll(server_->url(), enroll_token_, server_->fingerprint(), info));
   IDLEGRID_RETURN_IF_ERROR(SaveIdentity(n.home + "/config/node.json", id));
   n.id = id.node_id;
   const std::vector<std::string> env{"IDLEGRID_CONFIG_DIR=" + n.home + "/config",

@@ -549,8 +549,17 @@ StatusOr<std::string> Queue::Submit(const Job& job_in) {
       if ((output == "denoised") != (c.task == models::Task::kDenoise)) {
         return InvalidArgumentError("output \"" + output + "\" does not match the model's task");
       }
-      plan.stages.push_back({{"type", "infer"}, {"output", output}, {"volume", "volume"},
-                             {"model", model.ToJson()}, {"config", models::ConfigToJson(c)}});
+      Json stage{{"type", "infer"}, {"output", output}, {"volume", "volume"},
+                 {"model", model.ToJson()}, {"config", models::ConfigToJson(c)}};
+      if (cfg.contains("z_range")) {  // a part of the volume (the wizard's compare view)
+        const Json& z = cfg["z_range"];
+        if (!z.is_array() || z.size() != 2 || !z[0].is_number_integer() || !z[1].is_number_integer() ||
+            z[0].get<int64_t>() < 0 || z[0].get<int64_t>() >= z[1].get<int64_t>() || z[1].get<int64_t>() > shape.z) {
+          return InvalidArgumentError("config.z_range must be [first, end) slices inside the volume");
+        }
+        stage["z_range"] = z;
+      }
+      plan.stages.push_back(stage);
       break;
     }
   }
@@ -592,7 +601,9 @@ StatusOr<std::string> Queue::Submit(const Job& job_in) {
     IDLEGRID_ASSIGN_OR_RETURN(BlobRef model, BlobRef::FromJson(first["model"]));
     IDLEGRID_ASSIGN_OR_RETURN(std::vector<WorkUnit> slabs,
                               SplitInfer(job.job_id, "s0", c, model, job.inputs.at(first["volume"].get<std::string>()),
-                                         shape, first["output"].get<std::string>(), options_));
+                                         shape, first["output"].get<std::string>(), options_,
+                                         first.contains("z_range") ? first["z_range"][0].get<int64_t>() : 0,
+                                         first.contains("z_range") ? first["z_range"][1].get<int64_t>() : -1));
     for (WorkUnit& u : slabs) units.emplace_back("s0", u, "");
   }
   for (const auto& [chain, u, after] : units) {

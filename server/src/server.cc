@@ -211,6 +211,10 @@ Status Server::Start() {
     s.port = s.options.port;
   }
   s.listener = std::thread([&s] { s.http->listen_after_bind(); });
+  // httplib's stop() does nothing until the listener runs: a Stop() right after Start()
+  // would leave it blocked in accept() for ever. Return only once it runs (bounded).
+  for (int i = 0; i < 5000 && !s.http->is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!s.http->is_running()) return UnavailableError("the HTTPS listener did not start");
   s.maintenance = std::thread([&s] { s.Maintain(); });
   return Status::Ok();
 }

@@ -68,10 +68,23 @@ int64_t SlabDepth(const VolumeShape& v, int64_t halo, const QueueOptions& option
 StatusOr<std::vector<WorkUnit>> SplitInfer(const std::string& job_id, const std::string& prefix,
                                            const models::ModelConfig& config, const BlobRef& model,
                                            const BlobRef& volume_blob, const VolumeShape& volume,
-                                           const std::string& output, const QueueOptions& options) {
+                                           const std::string& output, const QueueOptions& options,
+                                           int64_t z_begin, int64_t z_end) {
+  if (z_end < 0) z_end = volume.z;
+  if (z_begin < 0 || z_begin >= z_end || z_end > volume.z) {
+    return InvalidArgumentError("slices [" + std::to_string(z_begin) + ", " + std::to_string(z_end) +
+                                ") are not inside a volume of " + std::to_string(volume.z));
+  }
   const int64_t halo = config.InferenceHalo();
-  IDLEGRID_ASSIGN_OR_RETURN(std::vector<SlabRange> slabs,
-                            PlanSlabs(volume.z, SlabDepth(volume, halo, options), halo));
+  VolumeShape part = volume;
+  part.z = z_end - z_begin;
+  IDLEGRID_ASSIGN_OR_RETURN(std::vector<SlabRange> slabs, PlanSlabs(part.z, SlabDepth(part, halo, options), 0));
+  for (SlabRange& s : slabs) {  // into whole-volume coordinates, halos clipped to the volume
+    s.z_begin += z_begin;
+    s.z_end += z_begin;
+    s.halo_before = std::min(halo, s.z_begin);
+    s.halo_after = std::min(halo, volume.z - s.z_end);
+  }
   std::vector<WorkUnit> units;
   for (const SlabRange& s : slabs) {
     WorkUnit u;

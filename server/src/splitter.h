@@ -38,11 +38,13 @@ std::vector<WorkUnit> SplitTrainChain(const std::string& job_id, const std::stri
 // and at least options.min_slabs slabs when the halo allows.
 int64_t SlabDepth(const VolumeShape& volume, int64_t halo, const QueueOptions& options);
 
-// infer_slab units covering the volume; `output` is "labels", "probabilities" or "denoised".
+// infer_slab units covering slices [z_begin, z_end) of the volume (z_end < 0: to the end),
+// with halos from the whole volume; `output` is "labels", "probabilities" or "denoised".
 StatusOr<std::vector<WorkUnit>> SplitInfer(const std::string& job_id, const std::string& prefix,
                                            const models::ModelConfig& config, const BlobRef& model,
                                            const BlobRef& volume_blob, const VolumeShape& volume,
-                                           const std::string& output, const QueueOptions& options);
+                                           const std::string& output, const QueueOptions& options,
+                                           int64_t z_begin = 0, int64_t z_end = -1);
 
 }  // namespace idlegrid::server
 

@@ -67,6 +67,19 @@ TEST_CASE("first start creates keys and tokens; a restart keeps them", "[server]
   CHECK(s->queue().public_key().KeyId() == key_id);
 }
 
+TEST_CASE("a server stopped right after it starts stops", "[server][http]") {
+  // Once hung in accept() for ever: httplib ignores stop() until its listener runs.
+  TempDir dir;
+  server::ServerOptions o;
+  o.data_dir = dir / "data";
+  o.port = 0;
+  for (int i = 0; i < 20; ++i) {
+    auto s = Must(server::Server::Create(o));
+    Must(s->Start());
+    s->Stop();
+  }
+}
+
 TEST_CASE("enrollment and authorization", "[server][http]") {
   Running r;
   auto anon = r.Client("");

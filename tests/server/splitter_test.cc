@@ -86,6 +86,14 @@ TEST_CASE("inference slabs cover the volume once, with the model's halo", "[serv
   REQUIRE(halo > 3);
   units = testing::Must(SplitInfer("j4", "s1", c, model, volume, {48, 160, 160, 1}, "labels", o));
   for (const WorkUnit& u : units) CHECK((u.slab->depth() >= 2 * halo || u.slab->z_end == 48));
+  // A part of the volume: only its slices, with halos from the slices around it.
+  units = testing::Must(SplitInfer("j5", "s1", c, model, volume, {48, 160, 160, 1}, "labels", o, 20, 21));
+  REQUIRE(units.size() == 1);
+  CHECK(units[0].slab->z_begin == 20);
+  CHECK(units[0].slab->z_end == 21);
+  CHECK(units[0].slab->halo_before == halo);
+  CHECK(units[0].slab->halo_after == halo);
+  CHECK_FALSE(SplitInfer("j6", "s1", c, model, volume, {48, 160, 160, 1}, "labels", o, 40, 60).ok());
 }
 
 }  // namespace

@@ -17,9 +17,10 @@ namespace idlegrid::client {
 
 class LocalGrid {
  public:
-  // Starts a server with a fresh data dir under `dir`; `bin` holds idlegrid-node/-worker.
+  // Starts a server with its data dir under `dir`: a fresh one, or (fresh = false) the one
+  // an earlier run left, with its jobs and models. `bin` holds idlegrid-node/-worker.
   static StatusOr<std::unique_ptr<LocalGrid>> Start(const std::string& dir, const std::string& bin,
-                                                    server::ServerOptions options = {});
+                                                    server::ServerOptions options = {}, bool fresh = true);
   ~LocalGrid();  // stops the nodes (SIGTERM, bounded wait) and the server
   LocalGrid(const LocalGrid&) = delete;
   LocalGrid& operator=(const LocalGrid&) = delete;
@@ -40,7 +41,7 @@ class LocalGrid {
     std::string id, home;
     pid_t pid = -1;
   };
-  std::string dir_, bin_;
+  std::string dir_, bin_, enroll_token_;
   std::unique_ptr<server::Server> server_;
   std::unique_ptr<ApiClient> admin_;
   std::vector<Node> nodes_;

@@ -1,0 +1,93 @@
+// The annotation wizard's flow without a display: open a volume, paint, train candidates on a
+// grid (a lab server, or "this computer only": a private LocalGrid), compare their
+// predictions on a slice, choose one, correct, retrain from it, apply it to the whole volume,
+// export; denoise. The wx pages and the scripted driver (`idlegrid-wizard --script`) are thin
+// layers over this class. Every step autosaves the session (session.h).
+#ifndef IDLEGRID_CLIENT_WIZARD_H_
+#define IDLEGRID_CLIENT_WIZARD_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "idlegrid/client/annotation.h"
+#include "idlegrid/client/local_grid.h"
+#include "idlegrid/client/session.h"
+#include "idlegrid/shared/api_client.h"
+
+namespace idlegrid::client {
+
+struct WizardOptions {
+  std::string session_dir;           // where session.json and labels.tif live
+  bool local_grid = true;            // "this computer only"
+  std::string bin;                   // folder of idlegrid-node/-worker (local grid)
+  int64_t local_nodes = 1, local_threads = 1;
+  std::string server, fingerprint, token;  // a lab grid
+  // Caps each candidate's training steps (tests, quick looks); 0: the strategy's budget.
+  int64_t max_steps_per_candidate = 0;
+};
+
+struct Candidate {
+  std::string chain, name, architecture;
+  double score = -1;  // validation mean Dice on held-out strokes
+  BlobRef model;
+};
+
+using ProgressFn = std::function<void(const Json& job_status)>;
+
+class Wizard {
+ public:
+  static StatusOr<std::unique_ptr<Wizard>> Create(WizardOptions options);
+  ~Wizard();
+
+  // A new session on a volume (TIFF stack or single image); or the saved one in session_dir.
+  Status Open(const std::string& image_path);
+  Status Reopen();
+  Status Save();
+
+  Annotation& annotation() { return *annotation_; }
+  const Volume& image() const { return image_; }
+  Session& session() { return session_; }
+  ApiClient& grid() { return *api_; }
+
+  // Submits the candidates (planned with no parameters from the image and labels so far).
+  StatusOr<std::string> TrainCandidates();
+  // Waits for a job (bounded), calling `progress` with each new status.
+  StatusOr<Json> Wait(const std::string& job_id, int64_t timeout_s, const ProgressFn& progress = {});
+  // The last candidates job's models, best first.
+  StatusOr<std::vector<Candidate>> Candidates();
+  // A model's labels for slices [z_begin, z_end) (an inference job on that part only).
+  StatusOr<Volume> Predict(const BlobRef& model, int64_t z_begin, int64_t z_end, int64_t timeout_s = 3600);
+  Status Choose(const Candidate& c);
+  // Fine-tunes the chosen model with the labels as they are now; it becomes the chosen one.
+  StatusOr<std::string> Retrain(int64_t timeout_s = 3600, const ProgressFn& progress = {});
+  // Segments the whole volume with the chosen model; returns the job id.
+  StatusOr<std::string> Apply();
+  // Writes the applied labels (TIFF, readable by Fiji) and the chosen model package.
+  Status Export(const std::string& apply_job, const std::string& labels_tif, const std::string& model_pt);
+  // Self-supervised denoising of the whole volume (no labels); returns the job id.
+  StatusOr<std::string> Denoise();
+
+ private:
+  Wizard() = default;
+  StatusOr<BlobRef> UploadLabels();
+  Status EnsureImageUploaded();
+  StatusOr<std::string> SubmitInfer(const BlobRef& model, const std::string& name, const Json& config);
+  // The chosen model's blob: among the outputs of this session's jobs.
+  StatusOr<BlobRef> ChosenModel();
+  void Track(const std::string& job_id, const std::string& purpose);
+
+  WizardOptions o_;
+  std::unique_ptr<LocalGrid> local_;
+  std::unique_ptr<ApiClient> remote_;
+  ApiClient* api_ = nullptr;
+  Session session_;
+  std::unique_ptr<Annotation> annotation_;
+  Volume image_;
+  BlobRef image_blob_;
+};
+
+}  // namespace idlegrid::client
+
+#endif  // IDLEGRID_CLIENT_WIZARD_H_

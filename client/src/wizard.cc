@@ -1,0 +1,248 @@
+#include "idlegrid/client/wizard.h"
+
+#include <chrono>
+#include <thread>
+
+#include "idlegrid/models/config_json.h"
+#include "idlegrid/models/strategy.h"
+#include "idlegrid/shared/files.h"
+#include "idlegrid/shared/tiff_io.h"
+
+namespace idlegrid::client {
+
+StatusOr<std::unique_ptr<Wizard>> Wizard::Create(WizardOptions options) {
+  std::unique_ptr<Wizard> w(new Wizard());
+  w->o_ = std::move(options);
+  if (w->o_.session_dir.empty()) return InvalidArgumentError("a session folder is needed");
+  IDLEGRID_RETURN_IF_ERROR(MakeDirs(w->o_.session_dir, 0700));
+  if (w->o_.local_grid) {
+    server::ServerOptions so;
+    so.queue.unit_threads = w->o_.local_threads;
+    // The private grid lives with the session: its jobs and models are there tomorrow.
+    IDLEGRID_ASSIGN_OR_RETURN(w->local_, LocalGrid::Start(w->o_.session_dir + "/grid", w->o_.bin, so, false));
+    for (int64_t i = 0; i < w->o_.local_nodes; ++i) {
+      IDLEGRID_RETURN_IF_ERROR(w->local_->AddNode(w->o_.local_threads, {"--heartbeat", "2"}).status());
+    }
+    w->api_ = &w->local_->admin();
+    w->session_.local_grid = true;
+  } else {
+    HttpClientOptions h;
+    h.base_url = w->o_.server;
+    h.pinned_cert_sha256 = w->o_.fingerprint;
+    h.bearer_token = w->o_.token;
+    IDLEGRID_ASSIGN_OR_RETURN(w->remote_, ApiClient::Create(h));
+    // Fail now, with the server's words, rather than at the first job.
+    IDLEGRID_RETURN_IF_ERROR(w->remote_->Stats().status());
+    w->api_ = w->remote_.get();
+    w->session_.local_grid = false;
+    w->session_.server = w->o_.server;
+    w->session_.fingerprint = w->o_.fingerprint;
+  }
+  return w;
+}
+
+Wizard::~Wizard() = default;
+
+Status Wizard::Open(const std::string& image_path) {
+  StatusOr<Volume> image = ReadTiff(image_path);
+  if (!image.ok()) return InvalidArgumentError(image_path + " is not a volume idlegrid can read: " + image.status().message());
+  if (image->shape().c != 1) return InvalidArgumentError("only single-channel volumes for now");
+  image_ = std::move(*image);
+  annotation_ = std::make_unique<Annotation>(image_.shape());
+  session_.image_path = image_path;
+  session_.jobs.clear();
+  session_.chosen_model.clear();
+  image_blob_ = BlobRef{};
+  return Save();
+}
+
+Status Wizard::Reopen() {
+  IDLEGRID_ASSIGN_OR_RETURN(LoadedSession loaded, LoadSession(o_.session_dir));
+  StatusOr<Volume> image = ReadTiff(loaded.session.image_path);
+  if (!image.ok()) return NotFoundError("the session's volume " + loaded.session.image_path + " cannot be read");
+  if (image->shape().z != loaded.annotation.shape().z || image->shape().y != loaded.annotation.shape().y ||
+      image->shape().x != loaded.annotation.shape().x) {
+    return FailedPreconditionError("the session's labels do not fit " + loaded.session.image_path);
+  }
+  image_ = std::move(*image);
+  const bool local = session_.local_grid;
+  session_ = loaded.session;
+  session_.local_grid = local;
+  annotation_ = std::make_unique<Annotation>(std::move(loaded.annotation));
+  return Status::Ok();
+}
+
+Status Wizard::Save() {
+  if (!annotation_) return FailedPreconditionError("no volume is open");
+  return SaveSession(o_.session_dir, session_, *annotation_);
+}
+
+void Wizard::Track(const std::string& job_id, const std::string& purpose) {
+  session_.jobs.push_back({job_id, purpose});
+  Save().IgnoreError();
+}
+
+Status Wizard::EnsureImageUploaded() {
+  if (!image_blob_.sha256.empty()) return Status::Ok();
+  IDLEGRID_ASSIGN_OR_RETURN(image_blob_, api_->UploadFile(session_.image_path));
+  return Status::Ok();
+}
+
+StatusOr<BlobRef> Wizard::UploadLabels() {
+  IDLEGRID_RETURN_IF_ERROR(Save());
+  IDLEGRID_RETURN_IF_ERROR(EnsureImageUploaded());
+  return api_->UploadFile(o_.session_dir + "/labels.tif");
+}
+
+StatusOr<std::string> Wizard::TrainCandidates() {
+  if (!annotation_) return FailedPreconditionError("open a volume first");
+  if (annotation_->classes().size() < 2) return FailedPreconditionError("paint at least two classes");
+  models::Resources r;
+  r.threads = o_.local_threads;
+  IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, models::ComputeFingerprint(image_, &annotation_->labels(), r));
+  std::vector<models::ModelConfig> candidates = models::PlanCandidates(fp);
+  Json list = Json::array();
+  for (models::ModelConfig& c : candidates) {
+    c.class_names.clear();
+    for (const LabelClass& lc : annotation_->classes()) c.class_names.push_back(lc.name);
+    c.class_names.resize(static_cast<size_t>(c.num_classes), "class");
+    if (o_.max_steps_per_candidate > 0) {
+      c.steps_per_epoch = std::min<int64_t>(c.steps_per_epoch, std::max<int64_t>(1, o_.max_steps_per_candidate / 2));
+      c.epochs = std::min<int64_t>(c.epochs, 2);
+    }
+    list.push_back(models::ConfigToJson(c));
+  }
+  Job job;
+  job.kind = JobKind::kSweep;
+  job.name = "candidates";
+  IDLEGRID_ASSIGN_OR_RETURN(job.inputs["labels"], UploadLabels());
+  job.inputs["image"] = image_blob_;
+  job.config = {{"candidates", list}};
+  IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->Submit(job));
+  const std::string id = s["job_id"];
+  Track(id, "candidates");
+  return id;
+}
+
+StatusOr<Json> Wizard::Wait(const std::string& job_id, int64_t timeout_s, const ProgressFn& progress) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  for (int64_t i = 0; i < (int64_t{1} << 40); ++i) {
+    IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->JobStatus(job_id));
+    if (progress) progress(s);
+    const std::string state = s["state"];
+    if (state == "done") return s;
+    if (state == "failed" || state == "cancelled") {
+      return FailedPreconditionError("job " + job_id + " " + state + (s["error"].get<std::string>().empty() ? "" : ": " + s["error"].get<std::string>()));
+    }
+    if (std::chrono::steady_clock::now() >= until) return DeadlineExceededError("job " + job_id + " is still " + state);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  return DeadlineExceededError("job " + job_id);
+}
+
+StatusOr<std::vector<Candidate>> Wizard::Candidates() {
+  std::string job;
+  for (const SessionJob& j : session_.jobs) {
+    if (j.purpose == "candidates") job = j.job_id;
+  }
+  if (job.empty()) return FailedPreconditionError("no candidates were trained yet");
+  IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->JobStatus(job));
+  if (s["state"] != "done") return FailedPreconditionError("the candidates are still " + s["state"].get<std::string>());
+  std::vector<Candidate> out;
+  for (const Json& r : s["summary"]["ranking"]) {
+    Candidate c;
+    c.chain = r["chain"];
+    c.name = r["name"];
+    c.architecture = r["architecture"];
+    c.score = r["score"].is_number() ? r["score"].get<double>() : -1;
+    IDLEGRID_ASSIGN_OR_RETURN(c.model, BlobRef::FromJson(r["model"]));
+    out.push_back(c);
+  }
+  return out;
+}
+
+StatusOr<std::string> Wizard::SubmitInfer(const BlobRef& model, const std::string& name, const Json& config) {
+  IDLEGRID_RETURN_IF_ERROR(EnsureImageUploaded());
+  Job job;
+  job.kind = JobKind::kInfer;
+  job.name = name;
+  job.inputs["model"] = model;
+  job.inputs["volume"] = image_blob_;
+  job.config = config;
+  IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->Submit(job));
+  return s["job_id"].get<std::string>();
+}
+
+StatusOr<BlobRef> Wizard::ChosenModel() {
+  if (session_.chosen_model.empty()) return FailedPreconditionError("choose a candidate first");
+  for (const SessionJob& j : session_.jobs) {
+    StatusOr<Json> s = api_->JobStatus(j.job_id);
+    if (!s.ok()) continue;
+    for (auto it = (*s)["outputs"].begin(); it != (*s)["outputs"].end(); ++it) {
+      if (it.value()["sha256"] == session_.chosen_model) return BlobRef::FromJson(it.value());
+    }
+  }
+  return NotFoundError("the chosen model is not on this grid any more");
+}
+
+StatusOr<Volume> Wizard::Predict(const BlobRef& model, int64_t z_begin, int64_t z_end, int64_t timeout_s) {
+  IDLEGRID_ASSIGN_OR_RETURN(std::string id, SubmitInfer(model, "preview", {{"output", "labels"}, {"z_range", {z_begin, z_end}}}));
+  IDLEGRID_RETURN_IF_ERROR(Wait(id, timeout_s).status());
+  const std::string path = o_.session_dir + "/preview-" + id + ".tif";
+  IDLEGRID_RETURN_IF_ERROR(api_->FetchOutput(id, "labels", path));
+  StatusOr<Volume> v = ReadTiff(path);
+  std::remove(path.c_str());
+  return v;
+}
+
+Status Wizard::Choose(const Candidate& c) {
+  session_.chosen_model = c.model.sha256;
+  return Save();
+}
+
+StatusOr<std::string> Wizard::Retrain(int64_t timeout_s, const ProgressFn& progress) {
+  if (session_.chosen_model.empty()) return FailedPreconditionError("choose a candidate first");
+  Job job;
+  job.kind = JobKind::kTrain;
+  job.name = "retrain";
+  IDLEGRID_ASSIGN_OR_RETURN(job.inputs["labels"], UploadLabels());
+  job.inputs["image"] = image_blob_;
+  // The chosen model: a candidate, or the result of an earlier retrain.
+  IDLEGRID_ASSIGN_OR_RETURN(job.inputs["init"], ChosenModel());
+  IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->Submit(job));
+  const std::string id = s["job_id"];
+  Track(id, "retrain");
+  IDLEGRID_ASSIGN_OR_RETURN(Json done, Wait(id, timeout_s, progress));
+  session_.chosen_model = done["outputs"]["model"]["sha256"];
+  IDLEGRID_RETURN_IF_ERROR(Save());
+  return id;
+}
+
+StatusOr<std::string> Wizard::Apply() {
+  IDLEGRID_ASSIGN_OR_RETURN(BlobRef model, ChosenModel());
+  IDLEGRID_ASSIGN_OR_RETURN(std::string id, SubmitInfer(model, "apply", {{"output", "labels"}}));
+  Track(id, "apply");
+  return id;
+}
+
+Status Wizard::Export(const std::string& apply_job, const std::string& labels_tif, const std::string& model_pt) {
+  IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->JobStatus(apply_job));
+  if (s["state"] != "done") return FailedPreconditionError("the segmentation is still " + s["state"].get<std::string>());
+  IDLEGRID_RETURN_IF_ERROR(api_->FetchOutput(apply_job, "labels", labels_tif));
+  IDLEGRID_ASSIGN_OR_RETURN(BlobRef model, ChosenModel());
+  return api_->DownloadBlob(model, model_pt);
+}
+
+StatusOr<std::string> Wizard::Denoise() {
+  IDLEGRID_RETURN_IF_ERROR(EnsureImageUploaded());
+  Job job;
+  job.kind = JobKind::kDenoise;
+  job.name = "denoise";
+  job.inputs["image"] = image_blob_;
+  IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->Submit(job));
+  const std::string id = s["job_id"];
+  Track(id, "denoise");
+  return id;
+}
+
+}  // namespace idlegrid::client
