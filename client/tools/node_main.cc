@@ -26,14 +26,6 @@
 
 namespace {
 
-std::string SelfDir() {
-  char buf[PATH_MAX];
-  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return ".";
-  std::string p(buf, static_cast<size_t>(n));
-  return p.substr(0, p.rfind('/'));
-}
-
 std::string SocketPath(const idlegrid::Paths& paths) {
   const char* runtime = std::getenv("XDG_RUNTIME_DIR");
   if (runtime != nullptr && runtime[0] == '/' && std::getenv("IDLEGRID_CACHE_DIR") == nullptr) {
@@ -132,8 +124,8 @@ int main(int argc, char** argv) {
   if (no_gpu) policy.use_gpu = false;
 
   client::NodeOptions o;
-  o.worker = worker.empty() ? SelfDir() + "/idlegrid-worker" : worker;
-  o.devices = SelfDir() + "/idlegrid-devices";
+  o.worker = worker.empty() ? ExecutableDir() + "/idlegrid-worker" : worker;
+  o.devices = ExecutableDir() + "/idlegrid-devices";
   if (::access(o.devices.c_str(), X_OK) != 0) o.devices.clear();
   o.work_dir = paths->cache_dir + "/units";
   o.status_socket = socket;

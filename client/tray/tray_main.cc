@@ -278,11 +278,7 @@ void TrayApp::StartDaemon() {
   started_ = true;
   if (no_start_) return;
   if (!wxFileExists(wxString::FromUTF8(paths_.config_dir + "/node.json"))) return;  // not enrolled
-  char self[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (n <= 0) return;
-  std::string dir(self, static_cast<size_t>(n));
-  dir = dir.substr(0, dir.rfind('/'));
+  const std::string dir = idlegrid::ExecutableDir();
   const std::string node = dir + "/idlegrid-node", log = paths_.cache_dir + "/node.log";
   const pid_t pid = ::fork();
   if (pid == 0) {

@@ -107,5 +107,47 @@ TEST_CASE("the wizard's flow from a volume to an exported segmentation", "[clien
   CHECK(again->session().ToJson() == session);
 }
 
+TEST_CASE("idlegrid-wizard replays a scripted session", "[client][wizard]") {
+  testing::TempDir dir;
+  const MaterialsSample& sample = testing::SmallSample();
+  REQUIRE(WriteTiff(dir / "volume.tif", sample.image).ok());
+  REQUIRE(WriteTiff(dir / "scribbles.tif", sample.scribbles).ok());
+  REQUIRE(WriteTiff(dir / "truth.tif", sample.truth).ok());
+  const std::string z = std::to_string(sample.label_slice);
+  testing::Spit(dir / "session.script",
+                "# a user's session, replayed\n"
+                "{\"open\": \"" + dir / "volume.tif" + "\"}\n"
+                "{\"class\": \"matrix\"}\n{\"class\": \"pore\"}\n{\"class\": \"inclusion\"}\n"
+                "{\"paint_labels\": {\"file\": \"" + dir / "scribbles.tif" + "\", \"slice\": " + z + "}}\n"
+                "{\"stroke\": {\"slice\": 0, \"class\": 2, \"radius\": 2, \"path\": [[3, 3], [9, 9]]}}\n"
+                "{\"undo\": 1}\n"
+                "{\"train\": {}}\n"
+                "{\"compare\": {\"slice\": " + z + ", \"png\": \"" + dir / "compare.png" + "\"}}\n"
+                "{\"pick\": \"best\"}\n"
+                "{\"correct_from\": {\"file\": \"" + dir / "truth.tif" + "\", \"slice\": " + z + ", \"step\": 6}}\n"
+                "{\"retrain\": {}}\n"
+                "{\"apply\": {}}\n"
+                "{\"export\": {\"labels\": \"" + dir / "out.tif" + "\", \"model\": \"" + dir / "model.pt" + "\"}}\n");
+  int rc = -1;
+  const std::string out = testing::RunCommand(std::string(IDLEGRID_BIN_DIR) + "/idlegrid-wizard --script " +
+                                                  dir / "session.script" + " --session " + dir / "session" +
+                                                  " --nodes 2 --max-steps 6 2>&1",
+                                              &rc);
+  INFO(out);
+  REQUIRE(rc == 0);
+  CHECK_THAT(out, Catch::Contains("chose") && Catch::Contains("corrected"));
+  CHECK(ReadTiff(dir / "out.tif").value().shape() == sample.image.shape());
+  CHECK(testing::Slurp(dir / "compare.png").substr(1, 3) == "PNG");
+  CHECK(models::Model::Load(dir / "model.pt").ok());
+  // A bad line stops the replay with the line number, and the painted labels are saved.
+  testing::Spit(dir / "bad.script", "{\"open\": \"" + dir / "volume.tif" + "\"}\n{\"class\": \"a\"}\n{\"fly\": 1}\n");
+  const std::string err = testing::RunCommand(std::string(IDLEGRID_BIN_DIR) + "/idlegrid-wizard --script " +
+                                                  dir / "bad.script" + " --session " + dir / "s2" + " --nodes 0 2>&1",
+                                              &rc);
+  CHECK(rc == 1);
+  CHECK_THAT(err, Catch::Contains("bad.script:3: unknown command"));
+  CHECK(std::filesystem::exists(dir / "s2/labels.tif"));
+}
+
 }  // namespace
 }  // namespace idlegrid::client

@@ -32,6 +32,10 @@ Status FsyncDir(const std::string& dir);
 // Size of a regular file.
 StatusOr<uint64_t> FileSize(const std::string& path);
 
+// The folder of the running program (from /proc/self/exe), where its sibling programs
+// (idlegrid-worker, idlegrid-node) live; "." if it cannot be told.
+std::string ExecutableDir();
+
 }  // namespace idlegrid
 
 #endif  // IDLEGRID_SHARED_FILES_H_
