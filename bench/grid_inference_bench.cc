@@ -24,26 +24,14 @@
 #include "idlegrid/shared/files.h"
 #include "idlegrid/shared/sample_volume.h"
 #include "idlegrid/shared/tiff_io.h"
+#include "bench_util.h"
 
 namespace idlegrid {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-template <typename T>
-T Must(StatusOr<T> v, const char* what) {
-  if (!v.ok()) {
-    std::fprintf(stderr, "grid_inference_bench: %s: %s\n", what, v.status().ToString().c_str());
-    std::exit(1);
-  }
-  return std::move(*v);
-}
-void Must(const Status& s, const char* what) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "grid_inference_bench: %s: %s\n", what, s.ToString().c_str());
-    std::exit(1);
-  }
-}
+using bench::Must;
 
 // Runs idlegrid-worker on a unit in `dir` (unit.json, in/, out/); returns seconds.
 double RunWorker(const std::string& bin, const std::string& dir) {

@@ -29,26 +29,14 @@
 #include "idlegrid/shared/api_client.h"
 #include "idlegrid/shared/files.h"
 #include "idlegrid/shared/tiff_io.h"
+#include "bench_util.h"
 
 namespace idlegrid {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-template <typename T>
-T Must(StatusOr<T> v, const char* what) {
-  if (!v.ok()) {
-    std::fprintf(stderr, "server_load_bench: %s: %s\n", what, v.status().ToString().c_str());
-    std::exit(1);
-  }
-  return std::move(*v);
-}
-void Must(const Status& s, const char* what) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "server_load_bench: %s: %s\n", what, s.ToString().c_str());
-    std::exit(1);
-  }
-}
+using bench::Must;
 
 NodeInfo Info() {
   NodeInfo n;

@@ -708,6 +708,7 @@ int NodeDaemon::Run() {
     return 1;
   }
   m.ResumePending();
+  const NodeInfo capabilities = Capabilities();  // host, cores, RAM, GPUs: fixed for a run
   int64_t poll_ms = m.o.poll_min_ms, units = 0;
   auto idle_since = Clock::now();
   for (int64_t iter = 0; !stop_.load() && iter < (int64_t{1} << 40); ++iter) {
@@ -721,7 +722,7 @@ int NodeDaemon::Run() {
       SleepFor(500, stop_);
       continue;
     }
-    StatusOr<std::optional<std::string>> lease = m.api->Lease(Capabilities());
+    StatusOr<std::optional<std::string>> lease = m.api->Lease(capabilities);
     if (!lease.ok()) {
       m.Error("lease: " + lease.status().message());
       if (lease.status().code() == StatusCode::kUnauthenticated) return 1;  // revoked

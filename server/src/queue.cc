@@ -444,6 +444,19 @@ StatusOr<std::string> Queue::Submit(const Job& job_in) {
     return models::ComputeFingerprint(image, labels ? &*labels : nullptr, r);
   };
 
+  // The configuration a model was trained with, when this server trained it.
+  auto recorded_config = [&](const BlobRef& model, const std::string& what) -> StatusOr<Json> {
+    std::lock_guard<std::mutex> lock(mu_);
+    StmtScope scope(*db_);
+    IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db_->Prepare("SELECT config FROM models WHERE sha256=?"));
+    s->Bind(1, model.sha256);
+    if (!s->Step()) {
+      IDLEGRID_RETURN_IF_ERROR(s->status());
+      return InvalidArgumentError(what + " was not trained on this server: give its configuration as config.model");
+    }
+    return ParseStored(s->Text(0));
+  };
+
   Plan plan;
   std::vector<std::pair<std::string, models::ModelConfig>> chains;
   std::optional<Json> infer_stage;
@@ -481,15 +494,8 @@ StatusOr<std::string> Queue::Submit(const Job& job_in) {
         }
       } else if (job.kind == JobKind::kTrain && job.inputs.count("init")) {
         // Fine-tuning a model this server trained: its own configuration.
-        std::lock_guard<std::mutex> lock(mu_);
-        StmtScope scope(*db_);
-        IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db_->Prepare("SELECT config FROM models WHERE sha256=?"));
-        s->Bind(1, job.inputs.at("init").sha256);
-        if (!s->Step()) {
-          IDLEGRID_RETURN_IF_ERROR(s->status());
-          return InvalidArgumentError("the \"init\" model was not trained on this server: give its configuration as config.model");
-        }
-        IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(ParseStored(s->Text(0)), "init model"));
+        IDLEGRID_ASSIGN_OR_RETURN(Json recorded, recorded_config(job.inputs.at("init"), "the \"init\" model"));
+        IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(recorded, "init model"));
         configs.push_back(c);
       } else {
         IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, plan_from_data(segment));
@@ -530,16 +536,7 @@ StatusOr<std::string> Queue::Submit(const Job& job_in) {
       if (cfg.contains("model")) {
         config_json = cfg["model"];
       } else {
-        std::lock_guard<std::mutex> lock(mu_);
-        StmtScope scope(*db_);
-        IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db_->Prepare("SELECT config FROM models WHERE sha256=?"));
-        s->Bind(1, model.sha256);
-        if (!s->Step()) {
-          IDLEGRID_RETURN_IF_ERROR(s->status());
-          return InvalidArgumentError("the model was not trained on this server: give its configuration as config.model");
-        }
-        config_json = ParseStored(s->Text(0));
-        s->Reset();
+        IDLEGRID_ASSIGN_OR_RETURN(config_json, recorded_config(model, "the model"));
       }
       IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(config_json, "config.model"));
       const std::string output = cfg.value("output", c.task == models::Task::kDenoise ? "denoised" : "labels");
@@ -569,27 +566,19 @@ StatusOr<std::string> Queue::Submit(const Job& job_in) {
   std::vector<std::tuple<std::string, WorkUnit, std::string>> units;  // chain, unit, after
   const Json& first = plan.stages[0];
   if (first["type"] == "train") {
+    // An explicit split (tests, experiments) overrides the cost estimate.
+    int64_t epochs_per_unit = 0;
+    if (cfg.contains("epochs_per_unit")) {
+      epochs_per_unit = cfg["epochs_per_unit"].is_number_integer() ? cfg["epochs_per_unit"].get<int64_t>() : 0;
+      if (epochs_per_unit < 1) return InvalidArgumentError("config.epochs_per_unit must be a positive integer");
+    }
     NamedBlobs inputs;
     inputs["image"] = job.inputs.at("image");
     if (job.inputs.count("labels")) inputs["labels"] = job.inputs.at("labels");
     if (job.inputs.count("init")) inputs["init"] = job.inputs.at("init");  // fine-tuning
     for (const auto& [chain, c] : chains) {
-      std::vector<WorkUnit> chain_units = SplitTrainChain(job.job_id, chain, c, inputs, shape, seed, options_);
-      if (cfg.contains("epochs_per_unit")) {
-        // An explicit split (tests, experiments): k epochs per unit.
-        QueueOptions o = options_;
-        const int64_t k = cfg["epochs_per_unit"].is_number_integer() ? cfg["epochs_per_unit"].get<int64_t>() : 0;
-        if (k < 1) return InvalidArgumentError("config.epochs_per_unit must be a positive integer");
-        o.unit_target_seconds = static_cast<int64_t>(std::ceil(k * EstimateEpochSeconds(c, o.unit_threads)));
-        chain_units.clear();
-        for (int64_t b = 0; b < c.epochs; b += k) {
-          std::vector<WorkUnit> one = SplitTrainChain(job.job_id, chain, c, inputs, shape, seed, options_);
-          WorkUnit u = one[0];
-          u.unit_id = job.job_id + "-" + chain + "-e" + std::to_string(b);
-          u.epochs = EpochRange{b, std::min(c.epochs, b + k)};
-          chain_units.push_back(u);
-        }
-      }
+      std::vector<WorkUnit> chain_units =
+          SplitTrainChain(job.job_id, chain, c, inputs, shape, seed, options_, epochs_per_unit);
       std::string after;
       for (WorkUnit& u : chain_units) {
         units.emplace_back(chain, u, after);

@@ -33,8 +33,8 @@ int64_t UnitMemoryBytes(const models::ModelConfig& c, const VolumeShape& v) {
 std::vector<WorkUnit> SplitTrainChain(const std::string& job_id, const std::string& chain,
                                       const models::ModelConfig& config, const NamedBlobs& inputs,
                                       const VolumeShape& volume, int64_t seed,
-                                      const QueueOptions& options) {
-  const int64_t k = EpochsPerUnit(config, options);
+                                      const QueueOptions& options, int64_t epochs_per_unit) {
+  const int64_t k = epochs_per_unit > 0 ? epochs_per_unit : EpochsPerUnit(config, options);
   std::vector<WorkUnit> units;
   for (int64_t begin = 0; begin < config.epochs; begin += k) {
     WorkUnit u;

@@ -27,12 +27,12 @@ int64_t EpochsPerUnit(const models::ModelConfig& config, const QueueOptions& opt
 int64_t UnitMemoryBytes(const models::ModelConfig& config, const VolumeShape& volume);
 
 // A chain of train_epochs units for one configuration. Unit ids are job_id-chain-e<first
-// epoch> (chain: a short id such as "c0"); every unit but the first needs the previous unit's checkpoint, which the
+// epoch> (chain: a short id such as "c0"); epochs_per_unit > 0 overrides EpochsPerUnit; every unit but the first needs the previous unit's checkpoint, which the
 // queue adds when that unit completes.
 std::vector<WorkUnit> SplitTrainChain(const std::string& job_id, const std::string& chain,
                                       const models::ModelConfig& config, const NamedBlobs& inputs,
                                       const VolumeShape& volume, int64_t seed,
-                                      const QueueOptions& options);
+                                      const QueueOptions& options, int64_t epochs_per_unit = 0);
 
 // Slab depth for inference: at most about options.slab_target_voxels per slab (core + halo),
 // and at least options.min_slabs slabs when the halo allows.
