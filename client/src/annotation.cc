@@ -75,6 +75,7 @@ StatusOr<uint8_t> Annotation::AddClass(const std::string& name, uint32_t rgb) {
   if (name.empty() || name.size() > 64) return InvalidArgumentError("a class name has 1 to 64 characters");
   const auto value = static_cast<uint8_t>(classes_.size() + 1);
   classes_.push_back({name, rgb == 0 ? DefaultColour(value) : rgb});
+  ++revision_;
   return value;
 }
 
@@ -82,6 +83,14 @@ Status Annotation::RenameClass(uint8_t value, const std::string& name) {
   if (value == 0 || value > classes_.size()) return NotFoundError("no class " + std::to_string(value));
   if (name.empty() || name.size() > 64) return InvalidArgumentError("a class name has 1 to 64 characters");
   classes_[value - 1].name = name;
+  ++revision_;
+  return Status::Ok();
+}
+
+Status Annotation::SetColour(uint8_t value, uint32_t rgb) {
+  if (value == 0 || value > classes_.size()) return NotFoundError("no class " + std::to_string(value));
+  classes_[value - 1].rgb = rgb & 0xFFFFFF;
+  ++revision_;
   return Status::Ok();
 }
 
@@ -145,6 +154,7 @@ void Annotation::Apply(const Patch& p, bool forward) {
   const std::vector<uint8_t>& from = forward ? p.before : p.after;
   const std::vector<uint8_t>& to = forward ? p.after : p.before;
   uint8_t* slice = labels_.slice_bytes_at(p.z);
+  ++revision_;
   for (int64_t y = 0; y < p.height; ++y) {
     uint8_t* row = slice + (p.y0 + y) * labels_.shape().x + p.x0;
     for (int64_t x = 0; x < p.width; ++x) {

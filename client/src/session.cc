@@ -39,13 +39,17 @@ StatusOr<Session> Session::FromJson(const Json& j) {
   return s;
 }
 
-Status SaveSession(const std::string& dir, const Session& session, const Annotation& annotation) {
+Status SaveSession(const std::string& dir, const Session& session, const Annotation& annotation, bool labels) {
   IDLEGRID_RETURN_IF_ERROR(MakeDirs(dir, 0700));
   // Labels first (atomically), then the session that names them: a crash between the two
   // leaves the older session with newer labels, never a session without its labels.
-  const std::string tmp = dir + "/labels.tif.tmp";
-  IDLEGRID_RETURN_IF_ERROR(WriteTiff(tmp, annotation.labels()));
-  if (std::rename(tmp.c_str(), (dir + "/labels.tif").c_str()) != 0) return ErrnoError("rename " + tmp, errno);
+  if (labels || !FileSize(dir + "/labels.tif").ok()) {
+    const std::string tmp = dir + "/labels.tif.tmp";
+    TiffWriteOptions o;
+    o.deflate = true;  // mostly zeros: a 512³ label volume is ~1 MiB instead of 128 MiB
+    IDLEGRID_RETURN_IF_ERROR(WriteTiff(tmp, annotation.labels(), o));
+    if (std::rename(tmp.c_str(), (dir + "/labels.tif").c_str()) != 0) return ErrnoError("rename " + tmp, errno);
+  }
   Json j = session.ToJson();
   j["classes"] = annotation.ClassesToJson();
   return WriteFileAtomic(dir + "/session.json", j.dump(2) + "\n", 0600);

@@ -30,6 +30,8 @@ StatusOr<std::unique_ptr<Wizard>> Wizard::Create(WizardOptions options) {
     h.base_url = w->o_.server;
     h.pinned_cert_sha256 = w->o_.fingerprint;
     h.bearer_token = w->o_.token;
+    h.connect_timeout_ms = 5000;  // a person is waiting: say "unreachable" soon
+    h.max_attempts = 2;
     IDLEGRID_ASSIGN_OR_RETURN(w->remote_, ApiClient::Create(h));
     // Fail now, with the server's words, rather than at the first job.
     IDLEGRID_RETURN_IF_ERROR(w->remote_->Stats().status());
@@ -44,11 +46,14 @@ StatusOr<std::unique_ptr<Wizard>> Wizard::Create(WizardOptions options) {
 Wizard::~Wizard() = default;
 
 Status Wizard::Open(const std::string& image_path) {
-  StatusOr<Volume> image = ReadTiff(image_path);
-  if (!image.ok()) return InvalidArgumentError(image_path + " is not a volume idlegrid can read: " + image.status().message());
-  if (image->shape().c != 1) return InvalidArgumentError("only single-channel volumes for now");
-  image_ = std::move(*image);
-  annotation_ = std::make_unique<Annotation>(image_.shape());
+  IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<LazyStack> stack, LazyStack::Open(image_path));
+  {
+    std::lock_guard<std::mutex> lock(image_mu_);
+    image_.reset();
+  }
+  stack_ = std::move(stack);
+  annotation_ = std::make_unique<Annotation>(stack_->shape());
+  saved_revision_ = ~uint64_t{0};
   session_.image_path = image_path;
   session_.jobs.clear();
   session_.chosen_model.clear();
@@ -58,23 +63,42 @@ Status Wizard::Open(const std::string& image_path) {
 
 Status Wizard::Reopen() {
   IDLEGRID_ASSIGN_OR_RETURN(LoadedSession loaded, LoadSession(o_.session_dir));
-  StatusOr<Volume> image = ReadTiff(loaded.session.image_path);
-  if (!image.ok()) return NotFoundError("the session's volume " + loaded.session.image_path + " cannot be read");
-  if (image->shape().z != loaded.annotation.shape().z || image->shape().y != loaded.annotation.shape().y ||
-      image->shape().x != loaded.annotation.shape().x) {
+  StatusOr<std::unique_ptr<LazyStack>> stack = LazyStack::Open(loaded.session.image_path);
+  if (!stack.ok()) return NotFoundError("the session's volume " + loaded.session.image_path + " cannot be read");
+  const VolumeShape& is = (*stack)->shape();
+  if (is.z != loaded.annotation.shape().z || is.y != loaded.annotation.shape().y || is.x != loaded.annotation.shape().x) {
     return FailedPreconditionError("the session's labels do not fit " + loaded.session.image_path);
   }
-  image_ = std::move(*image);
+  {
+    std::lock_guard<std::mutex> lock(image_mu_);
+    image_.reset();
+  }
+  stack_ = std::move(*stack);
   const bool local = session_.local_grid;
   session_ = loaded.session;
   session_.local_grid = local;
   annotation_ = std::make_unique<Annotation>(std::move(loaded.annotation));
+  saved_revision_ = annotation_->revision();
   return Status::Ok();
+}
+
+StatusOr<const Volume*> Wizard::Image() {
+  if (!stack_) return FailedPreconditionError("no volume is open");
+  std::lock_guard<std::mutex> lock(image_mu_);
+  if (!image_) {
+    IDLEGRID_ASSIGN_OR_RETURN(Volume v, stack_->ReadAll());
+    image_ = std::make_unique<Volume>(std::move(v));
+  }
+  return image_.get();
 }
 
 Status Wizard::Save() {
   if (!annotation_) return FailedPreconditionError("no volume is open");
-  return SaveSession(o_.session_dir, session_, *annotation_);
+  std::lock_guard<std::mutex> lock(save_mu_);
+  const uint64_t revision = annotation_->revision();
+  IDLEGRID_RETURN_IF_ERROR(SaveSession(o_.session_dir, session_, *annotation_, revision != saved_revision_));
+  saved_revision_ = revision;
+  return Status::Ok();
 }
 
 void Wizard::Track(const std::string& job_id, const std::string& purpose) {
@@ -99,7 +123,8 @@ StatusOr<std::string> Wizard::TrainCandidates() {
   if (annotation_->classes().size() < 2) return FailedPreconditionError("paint at least two classes");
   models::Resources r;
   r.threads = o_.local_threads;
-  IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, models::ComputeFingerprint(image_, &annotation_->labels(), r));
+  IDLEGRID_ASSIGN_OR_RETURN(const Volume* image, Image());
+  IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, models::ComputeFingerprint(*image, &annotation_->labels(), r));
   std::vector<models::ModelConfig> candidates = models::PlanCandidates(fp);
   Json list = Json::array();
   for (models::ModelConfig& c : candidates) {
@@ -186,13 +211,28 @@ StatusOr<BlobRef> Wizard::ChosenModel() {
 }
 
 StatusOr<Volume> Wizard::Predict(const BlobRef& model, int64_t z_begin, int64_t z_end, int64_t timeout_s) {
-  IDLEGRID_ASSIGN_OR_RETURN(std::string id, SubmitInfer(model, "preview", {{"output", "labels"}, {"z_range", {z_begin, z_end}}}));
-  IDLEGRID_RETURN_IF_ERROR(Wait(id, timeout_s).status());
-  const std::string path = o_.session_dir + "/preview-" + id + ".tif";
-  IDLEGRID_RETURN_IF_ERROR(api_->FetchOutput(id, "labels", path));
-  StatusOr<Volume> v = ReadTiff(path);
-  std::remove(path.c_str());
-  return v;
+  IDLEGRID_ASSIGN_OR_RETURN(std::vector<Volume> v, PredictAll({model}, z_begin, z_end, timeout_s));
+  return std::move(v[0]);
+}
+
+StatusOr<std::vector<Volume>> Wizard::PredictAll(const std::vector<BlobRef>& models, int64_t z_begin, int64_t z_end,
+                                                 int64_t timeout_s) {
+  std::vector<std::string> ids;
+  for (const BlobRef& m : models) {
+    IDLEGRID_ASSIGN_OR_RETURN(std::string id, SubmitInfer(m, "preview", {{"output", "labels"}, {"z_range", {z_begin, z_end}}}));
+    ids.push_back(id);
+  }
+  std::vector<Volume> out;
+  for (const std::string& id : ids) {
+    IDLEGRID_RETURN_IF_ERROR(Wait(id, timeout_s).status());
+    const std::string path = o_.session_dir + "/preview-" + id + ".tif";
+    IDLEGRID_RETURN_IF_ERROR(api_->FetchOutput(id, "labels", path));
+    StatusOr<Volume> v = ReadTiff(path);
+    std::remove(path.c_str());
+    if (!v.ok()) return v.status();
+    out.push_back(std::move(*v));
+  }
+  return out;
 }
 
 Status Wizard::Choose(const Candidate& c) {
@@ -239,6 +279,16 @@ StatusOr<std::string> Wizard::Denoise() {
   job.kind = JobKind::kDenoise;
   job.name = "denoise";
   job.inputs["image"] = image_blob_;
+  if (o_.max_steps_per_candidate > 0) {  // a quick look: the planned denoiser, capped
+    models::Resources r;
+    r.threads = o_.local_threads;
+    IDLEGRID_ASSIGN_OR_RETURN(const Volume* image, Image());
+    IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, models::ComputeFingerprint(*image, nullptr, r));
+    models::ModelConfig c = models::PlanDenoiser(fp);
+    c.steps_per_epoch = std::min<int64_t>(c.steps_per_epoch, std::max<int64_t>(1, o_.max_steps_per_candidate / 2));
+    c.epochs = std::min<int64_t>(c.epochs, 2);
+    job.config = {{"model", models::ConfigToJson(c)}};
+  }
   IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->Submit(job));
   const std::string id = s["job_id"];
   Track(id, "denoise");

@@ -1,4 +1,5 @@
-// idlegrid-wizard --script FILE [--session DIR] [--server URL --fingerprint F --token T]
+// idlegrid-wizard [--open VOLUME] [--session DIR] [--server URL --fingerprint F --token T]
+// idlegrid-wizard --script FILE [--gui --shots DIR] ...
 //
 // Replays a whole wizard session without a display, through the same core the wx pages use
 // (client/wizard.h): one JSON object per line ('#' starts a comment):
@@ -13,8 +14,10 @@
 //   {"correct_from": {"file": "truth.tif", "slice": 24, "step": 4}}   a simulated user's corrections
 //   {"retrain": {}}  {"apply": {}}  {"export": {"labels": "out.tif", "model": "model.pt"}}
 //   {"denoise": {}}
+//   {"slice": 24}  {"zoom": 2}  {"page": "train"}  {"shot": "paint"}   the wx pages only (--gui):
+//                            move, zoom, show a page, save a screenshot
 // Without --server the grid is private ("this computer only": a server and a node here).
-// The interactive wx wizard is not built yet; this driver is how the flow runs today.
+// Without --script (or with --gui) the interactive wx wizard starts (client/wizard/gui.h).
 #include <unistd.h>
 
 #include <chrono>
@@ -24,7 +27,12 @@
 
 #include <CLI/CLI.hpp>
 
+#include "idlegrid/client/script.h"
 #include "idlegrid/client/wizard.h"
+#ifdef IDLEGRID_WITH_WX
+#include "gui.h"
+#endif
+#include "idlegrid/shared/config.h"
 #include "idlegrid/shared/files.h"
 #include "idlegrid/shared/png.h"
 #include "idlegrid/shared/tiff_io.h"
@@ -33,36 +41,6 @@ namespace idlegrid::client {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::vector<Point> PathOf(const Json& j) {
-  std::vector<Point> path;
-  if (!j.is_array()) return path;
-  for (const Json& p : j) {
-    if (p.is_array() && p.size() == 2 && p[0].is_number() && p[1].is_number()) path.push_back({p[0], p[1]});
-  }
-  return path;
-}
-
-// Replays labels as strokes: each run of one label along a row is a stroke.
-Status PaintLabels(Annotation& a, const Volume& labels, int64_t z) {
-  const VolumeShape& s = labels.shape();
-  if (labels.dtype() != DType::kUInt8 || s.y != a.shape().y || s.x != a.shape().x || z < 0 || z >= s.z) {
-    return InvalidArgumentError("the labels do not fit the volume");
-  }
-  for (int64_t y = 0; y < s.y; ++y) {
-    for (int64_t x = 0; x < s.x;) {
-      const uint8_t v = labels.data<uint8_t>()[labels.Index(z, y, x)];
-      int64_t end = x + 1;
-      while (end < s.x && labels.data<uint8_t>()[labels.Index(z, y, end)] == v) ++end;
-      if (v != 0) {
-        IDLEGRID_RETURN_IF_ERROR(
-            a.Stroke(z, {{double(x), double(y)}, {double(end - 1), double(y)}}, 0.5, v).status());
-      }
-      x = end;
-    }
-  }
-  return Status::Ok();
-}
 
 class Driver {
  public:
@@ -124,6 +102,7 @@ class Driver {
       return WaitFor(job);
     }
     if (name == "save") return w_->Save();
+    if (name == "shot" || name == "slice" || name == "zoom" || name == "page") return Status::Ok();  // the wx pages' commands
     return InvalidArgumentError("unknown command \"" + name + "\"");
   }
 
@@ -159,7 +138,8 @@ class Driver {
 
   Status Compare(int64_t z, const std::string& png) {
     IDLEGRID_ASSIGN_OR_RETURN(std::vector<Candidate> all, w_->Candidates());
-    const Volume& image = w_->image();
+    IDLEGRID_ASSIGN_OR_RETURN(const Volume* im, w_->Image());
+    const Volume& image = *im;
     const int64_t h = image.shape().y, w = image.shape().x, n = static_cast<int64_t>(all.size());
     std::vector<uint8_t> gray = GraySlice(image, z), row(static_cast<size_t>(n * w * h * 3));
     for (int64_t i = 0; i < n; ++i) {
@@ -176,25 +156,11 @@ class Driver {
 
   Status CorrectFrom(const Json& arg) {
     IDLEGRID_ASSIGN_OR_RETURN(Volume truth, ReadTiff(arg["file"].get<std::string>()));
-    const int64_t z = arg.value("slice", int64_t{0}), step = std::max<int64_t>(1, arg.value("step", int64_t{4}));
+    const int64_t z = arg.value("slice", int64_t{0});
     IDLEGRID_ASSIGN_OR_RETURN(Volume p, ChosenPrediction(z));
-    const VolumeShape& s = truth.shape();
-    int64_t accepted = 0, corrected = 0;
-    for (int64_t y = 0; y < s.y; y += step) {
-      for (int64_t x = 0; x < s.x; x += step) {
-        const uint8_t t = truth.data<uint8_t>()[truth.Index(z, y, x)];
-        const std::vector<Point> dab{{double(x), double(y)}};
-        if (p.data<uint8_t>()[p.Index(0, y, x)] == t) {
-          IDLEGRID_RETURN_IF_ERROR(w_->annotation().Accept(z, dab, step / 2.0 + 0.5, p.data<uint8_t>()).status());
-          ++accepted;
-        } else {
-          IDLEGRID_RETURN_IF_ERROR(w_->annotation().Stroke(z, dab, step / 2.0 + 0.5, t).status());
-          ++corrected;
-        }
-      }
-    }
+    IDLEGRID_ASSIGN_OR_RETURN(Corrections c, SimulateCorrections(w_->annotation(), truth, p, z, arg.value("step", int64_t{4})));
     std::printf("  accepted %lld right spots, corrected %lld wrong ones; %lld labelled pixels\n",
-                static_cast<long long>(accepted), static_cast<long long>(corrected),
+                static_cast<long long>(c.accepted), static_cast<long long>(c.corrected),
                 static_cast<long long>(w_->annotation().labelled()));
     return w_->Save();
   }
@@ -210,30 +176,47 @@ int main(int argc, char** argv) {
   using namespace idlegrid;
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   CLI::App app{"idlegrid-wizard: segment a volume from a few painted strokes"};
-  std::string script, session = "idlegrid-session";
+  std::string script, session, open, shots;
+  bool gui = false;
   client::WizardOptions o;
   int64_t max_steps = 0;
   app.add_option("--script", script, "replay a session from a script (JSON lines)");
-  app.add_option("--session", session, "session folder");
+  app.add_flag("--gui", gui, "with --script: replay it through the wx pages");
+  app.add_option("--shots", shots, "with --gui --script: folder for the {\"shot\": NAME} screenshots");
+  app.add_option("--open", open, "a volume to open at start");
+  app.add_option("--session", session, "session folder (default: the data folder's wizard-session)");
   app.add_option("--server", o.server, "a lab's work server (default: this computer only)");
   app.add_option("--fingerprint", o.fingerprint, "its certificate fingerprint");
   app.add_option("--token", o.token, "its admin token");
   app.add_option("--nodes", o.local_nodes, "local nodes for \"this computer only\"");
   app.add_option("--max-steps", max_steps, "cap each candidate's training steps (quick looks, tests)");
   CLI11_PARSE(app, argc, argv);
-  if (script.empty()) {
-    std::fprintf(stderr, "idlegrid-wizard: the interactive (wx) wizard is not built yet; run a session with --script FILE\n");
-    return 2;
-  }
-  std::ifstream in(script);
-  if (!in) {
-    std::fprintf(stderr, "idlegrid-wizard: cannot read %s\n", script.c_str());
-    return 2;
+  if (session.empty()) {
+    StatusOr<Paths> paths = ResolvePaths();
+    session = paths.ok() ? paths->data_dir + "/wizard-session" : "idlegrid-session";
   }
   o.session_dir = session;
   o.local_grid = o.server.empty();
   o.bin = ExecutableDir();
   o.max_steps_per_candidate = max_steps;
+  if (script.empty() || gui) {
+#ifdef IDLEGRID_WITH_WX
+    client::GuiOptions g;
+    g.wizard = o;
+    g.script = script;
+    g.shots = shots;
+    g.open = open;
+    return client::RunGui(argv[0], g);
+#else
+    std::fprintf(stderr, "idlegrid-wizard: built without wxWidgets; run a session with --script FILE\n");
+    return 2;
+#endif
+  }
+  StatusOr<std::vector<client::ScriptLine>> lines = client::ReadScript(script);
+  if (!lines.ok()) {
+    std::fprintf(stderr, "idlegrid-wizard: %s\n", lines.status().message().c_str());
+    return 2;
+  }
   const auto t0 = client::Clock::now();
   StatusOr<std::unique_ptr<client::Wizard>> w = client::Wizard::Create(o);
   if (!w.ok()) {
@@ -241,16 +224,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   client::Driver driver(std::move(*w));
-  std::string line;
-  for (int n = 1; std::getline(in, line); ++n) {
-    const size_t start = line.find_first_not_of(" \t");
-    if (start == std::string::npos || line[start] == '#') continue;
-    StatusOr<Json> cmd = ParseJson(line);
+  for (const client::ScriptLine& line : *lines) {
     const auto t = client::Clock::now();
-    std::printf("[%d] %s\n", n, line.substr(start, 100).c_str());
-    Status st = cmd.ok() ? driver.Step(*cmd) : cmd.status();
+    std::printf("[%d] %s\n", line.number, line.text.substr(0, 100).c_str());
+    Status st = driver.Step(line.command);
     if (!st.ok()) {
-      std::fprintf(stderr, "idlegrid-wizard: %s:%d: %s\n", script.c_str(), n, st.message().c_str());
+      std::fprintf(stderr, "idlegrid-wizard: %s:%d: %s\n", script.c_str(), line.number, st.message().c_str());
       return 1;
     }
     std::printf("    %.1f s\n", std::chrono::duration<double>(client::Clock::now() - t).count());

@@ -460,7 +460,8 @@ Status TiffWriter::Append(const Volume& chunk) {
                 TIFFSetField(tif, TIFFTAG_SAMPLEFORMAT, format) &&
                 TIFFSetField(tif, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK) &&
                 TIFFSetField(tif, TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG) &&
-                TIFFSetField(tif, TIFFTAG_COMPRESSION, COMPRESSION_NONE) &&
+                TIFFSetField(tif, TIFFTAG_COMPRESSION, s.options.deflate ? COMPRESSION_ADOBE_DEFLATE : COMPRESSION_NONE) &&
+                (!s.options.deflate || TIFFSetField(tif, TIFFTAG_ZIPQUALITY, 1)) &&
                 TIFFSetField(tif, TIFFTAG_ROWSPERSTRIP, static_cast<uint32_t>(s.shape.y));
       if (ok && !description.empty()) {
         ok = TIFFSetField(tif, TIFFTAG_IMAGEDESCRIPTION, description.c_str());

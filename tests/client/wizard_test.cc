@@ -5,9 +5,11 @@
 
 #include "idlegrid/client/wizard.h"
 #include "idlegrid/models/model.h"
+#include "idlegrid/server/server.h"
 #include "idlegrid/shared/tiff_io.h"
 #include "models/model_fixtures.h"
 #include "test_util.h"
+#include "wizard_fixtures.h"
 
 namespace idlegrid::client {
 namespace {
@@ -110,15 +112,10 @@ TEST_CASE("the wizard's flow from a volume to an exported segmentation", "[clien
 TEST_CASE("idlegrid-wizard replays a scripted session", "[client][wizard]") {
   testing::TempDir dir;
   const MaterialsSample& sample = testing::SmallSample();
-  REQUIRE(WriteTiff(dir / "volume.tif", sample.image).ok());
-  REQUIRE(WriteTiff(dir / "scribbles.tif", sample.scribbles).ok());
-  REQUIRE(WriteTiff(dir / "truth.tif", sample.truth).ok());
-  const std::string z = std::to_string(sample.label_slice);
+  const std::string z = testing::WriteSampleFiles(dir);
+  REQUIRE(!z.empty());
   testing::Spit(dir / "session.script",
-                "# a user's session, replayed\n"
-                "{\"open\": \"" + dir / "volume.tif" + "\"}\n"
-                "{\"class\": \"matrix\"}\n{\"class\": \"pore\"}\n{\"class\": \"inclusion\"}\n"
-                "{\"paint_labels\": {\"file\": \"" + dir / "scribbles.tif" + "\", \"slice\": " + z + "}}\n"
+                "# a user's session, replayed\n" + testing::ScriptOpening(dir, z) +
                 "{\"stroke\": {\"slice\": 0, \"class\": 2, \"radius\": 2, \"path\": [[3, 3], [9, 9]]}}\n"
                 "{\"undo\": 1}\n"
                 "{\"train\": {}}\n"
@@ -147,6 +144,74 @@ TEST_CASE("idlegrid-wizard replays a scripted session", "[client][wizard]") {
   CHECK(rc == 1);
   CHECK_THAT(err, Catch::Contains("bad.script:3: unknown command"));
   CHECK(std::filesystem::exists(dir / "s2/labels.tif"));
+}
+
+TEST_CASE("the errors a wizard user can meet are clear and lose no labels", "[client][wizard]") {
+  testing::TempDir dir;
+  const std::string z = testing::WriteSampleFiles(dir);
+  REQUIRE(!z.empty());
+  server::ServerOptions so;
+  so.data_dir = dir / "server";
+  so.port = 0;
+  auto srv = server::Server::Create(so).value();
+  REQUIRE(srv->Start().ok());
+  WizardOptions o;
+  o.session_dir = dir / "session";
+  o.local_grid = false;
+  o.server = srv->url();
+  o.fingerprint = srv->fingerprint();
+
+  // Wrong token, wrong certificate, nobody listening: refused at once, with the reason.
+  o.token = "not-the-token";
+  auto wrong = Wizard::Create(o);
+  REQUIRE_FALSE(wrong.ok());
+  CHECK_THAT(wrong.status().message(), Catch::Contains("token") || Catch::Contains("401"));
+  o.token = srv->first_start().admin_token;
+  WizardOptions forged = o;
+  forged.fingerprint = std::string(95, 'A');
+  auto pinned = Wizard::Create(forged);
+  REQUIRE_FALSE(pinned.ok());
+  CHECK_THAT(pinned.status().message(), Catch::Contains("certificate") || Catch::Contains("fingerprint"));
+  WizardOptions away = o;
+  away.server = "https://127.0.0.1:1";
+  auto unreachable = Wizard::Create(away);
+  REQUIRE_FALSE(unreachable.ok());
+  CHECK_THAT(unreachable.status().message(), Catch::Contains("127.0.0.1:1"));
+
+  auto w = Wizard::Create(o).value();
+  // Not a volume: said so, nothing opened.
+  testing::Spit(dir / "notes.tif", "these are notes, not an image");
+  Status bad = w->Open(dir / "notes.tif");
+  CHECK(bad.code() == StatusCode::kInvalidArgument);
+  CHECK_THAT(bad.message(), Catch::Contains("not a volume"));
+  CHECK_FALSE(w->is_open());
+
+  // A failed (here: cancelled) job is a message naming the job, not a hang.
+  REQUIRE(w->Open(dir / "volume.tif").ok());
+  REQUIRE(w->annotation().AddClass("a").ok());
+  REQUIRE(w->annotation().AddClass("b").ok());
+  REQUIRE(w->annotation().Stroke(0, {{5, 5}, {30, 5}}, 2, 1).ok());
+  REQUIRE(w->annotation().Stroke(0, {{5, 40}, {30, 40}}, 2, 2).ok());
+  const std::string job = w->TrainCandidates().value();
+  REQUIRE(w->grid().Cancel(job).ok());
+  auto waited = w->Wait(job, 30);
+  REQUIRE_FALSE(waited.ok());
+  CHECK_THAT(waited.status().message(), Catch::Contains(job) && Catch::Contains("cancelled"));
+
+  // The disk refuses the autosave (here: a folder where the file must go): an error, and the
+  // labels are still there to save once the disk takes them again.
+  REQUIRE(w->annotation().Stroke(1, {{10, 10}, {20, 20}}, 3, 2).ok());
+  const std::vector<int64_t> counts = w->annotation().counts();
+  std::filesystem::create_directories(dir / "session/labels.tif.tmp/blocked");
+  CHECK_FALSE(w->Save().ok());
+  CHECK(w->annotation().counts() == counts);
+  std::filesystem::remove_all(dir / "session/labels.tif.tmp");
+  REQUIRE(w->Save().ok());
+  w.reset();
+  o.local_grid = false;
+  auto again = Wizard::Create(o).value();
+  REQUIRE(again->Reopen().ok());
+  CHECK(again->annotation().counts() == counts);
 }
 
 }  // namespace

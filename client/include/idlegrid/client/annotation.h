@@ -43,6 +43,7 @@ class Annotation {
   // Classes are values 1..255 in order of creation.
   StatusOr<uint8_t> AddClass(const std::string& name, uint32_t rgb = 0);
   Status RenameClass(uint8_t value, const std::string& name);
+  Status SetColour(uint8_t value, uint32_t rgb);
   const std::vector<LabelClass>& classes() const { return classes_; }
   static uint32_t DefaultColour(uint8_t value);
 
@@ -64,6 +65,8 @@ class Annotation {
   int64_t labelled() const;
   const Volume& labels() const { return labels_; }
   const VolumeShape& shape() const { return labels_.shape(); }
+  // Grows with every change (labels or classes): saves skip what has not changed.
+  uint64_t revision() const { return revision_; }
 
   Json ClassesToJson() const;
   static StatusOr<std::vector<LabelClass>> ClassesFromJson(const Json& j);
@@ -78,6 +81,7 @@ class Annotation {
   std::vector<LabelClass> classes_;
   std::vector<int64_t> counts_;
   std::vector<Patch> undo_, redo_;
+  uint64_t revision_ = 0;
   static constexpr size_t kMaxUndo = 200;
 };
 

@@ -31,7 +31,8 @@ struct Session {
   static StatusOr<Session> FromJson(const Json& j);
 };
 
-Status SaveSession(const std::string& dir, const Session& session, const Annotation& annotation);
+// `labels`: false when only the session changed (labels.tif is written anyway if missing).
+Status SaveSession(const std::string& dir, const Session& session, const Annotation& annotation, bool labels = true);
 struct LoadedSession {
   Session session;
   Annotation annotation;

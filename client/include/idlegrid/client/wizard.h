@@ -8,12 +8,14 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "idlegrid/client/annotation.h"
 #include "idlegrid/client/local_grid.h"
 #include "idlegrid/client/session.h"
+#include "idlegrid/client/slice_view.h"
 #include "idlegrid/shared/api_client.h"
 
 namespace idlegrid::client {
@@ -24,7 +26,8 @@ struct WizardOptions {
   std::string bin;                   // folder of idlegrid-node/-worker (local grid)
   int64_t local_nodes = 1, local_threads = 1;
   std::string server, fingerprint, token;  // a lab grid
-  // Caps each candidate's training steps (tests, quick looks); 0: the strategy's budget.
+  // Caps each candidate's (and the denoiser's) training steps (tests, quick looks); 0: the
+  // strategy's budget.
   int64_t max_steps_per_candidate = 0;
 };
 
@@ -42,14 +45,20 @@ class Wizard {
   ~Wizard();
 
   // A new session on a volume (TIFF stack or single image); or the saved one in session_dir.
+  // Reads the header only: slices are read as they are shown (stack()).
   Status Open(const std::string& image_path);
   Status Reopen();
+  // Autosave: the session, and the labels when they changed since the last save. Thread-safe.
   Status Save();
 
+  bool is_open() const { return annotation_ != nullptr; }
   Annotation& annotation() { return *annotation_; }
-  const Volume& image() const { return image_; }
+  LazyStack& stack() { return *stack_; }
+  // The whole volume, read on first use (training plans from it). Thread-safe.
+  StatusOr<const Volume*> Image();
   Session& session() { return session_; }
   ApiClient& grid() { return *api_; }
+  const WizardOptions& options() const { return o_; }
 
   // Submits the candidates (planned with no parameters from the image and labels so far).
   StatusOr<std::string> TrainCandidates();
@@ -59,7 +68,12 @@ class Wizard {
   StatusOr<std::vector<Candidate>> Candidates();
   // A model's labels for slices [z_begin, z_end) (an inference job on that part only).
   StatusOr<Volume> Predict(const BlobRef& model, int64_t z_begin, int64_t z_end, int64_t timeout_s = 3600);
+  // The same for several models at once (their jobs run side by side on the grid).
+  StatusOr<std::vector<Volume>> PredictAll(const std::vector<BlobRef>& models, int64_t z_begin, int64_t z_end,
+                                           int64_t timeout_s = 3600);
   Status Choose(const Candidate& c);
+  // The chosen model's blob: among the outputs of this session's jobs.
+  StatusOr<BlobRef> ChosenModel();
   // Fine-tunes the chosen model with the labels as they are now; it becomes the chosen one.
   StatusOr<std::string> Retrain(int64_t timeout_s = 3600, const ProgressFn& progress = {});
   // Segments the whole volume with the chosen model; returns the job id.
@@ -74,8 +88,6 @@ class Wizard {
   StatusOr<BlobRef> UploadLabels();
   Status EnsureImageUploaded();
   StatusOr<std::string> SubmitInfer(const BlobRef& model, const std::string& name, const Json& config);
-  // The chosen model's blob: among the outputs of this session's jobs.
-  StatusOr<BlobRef> ChosenModel();
   void Track(const std::string& job_id, const std::string& purpose);
 
   WizardOptions o_;
@@ -84,7 +96,10 @@ class Wizard {
   ApiClient* api_ = nullptr;
   Session session_;
   std::unique_ptr<Annotation> annotation_;
-  Volume image_;
+  std::unique_ptr<LazyStack> stack_;
+  std::unique_ptr<Volume> image_;
+  std::mutex image_mu_, save_mu_;
+  uint64_t saved_revision_ = ~uint64_t{0};
   BlobRef image_blob_;
 };
 

@@ -1,9 +1,9 @@
 // Multi-page TIFF stacks on libtiff, the interchange format with Fiji/ImageJ.
 //
 // Written files: one page per slice and channel (ImageJ order: channel fastest), uint8,
-// uint16 or float32 samples, uncompressed, with an ImageJ hyperstack description
-// ("ImageJ=...\nimages=Z*C\nchannels=C\nslices=Z\n...") so Fiji opens them as a stack of the
-// right depth. BigTIFF is used automatically when the file would pass 4 GiB.
+// uint16 or float32 samples, uncompressed (or Deflate when asked), with an ImageJ hyperstack
+// description ("ImageJ=...\nimages=Z*C\nchannels=C\nslices=Z\n...") so Fiji opens them as a
+// stack of the right depth. BigTIFF is used automatically when the file would pass 4 GiB.
 //
 // Read files: any stack of equally-sized pages of 8-bit unsigned, 16-bit unsigned or 32-bit
 // float samples (strips or tiles, any compression libtiff decodes), ImageJ hyperstacks with
@@ -48,6 +48,8 @@ struct TiffWriteOptions {
   uint64_t bigtiff_threshold_bytes = (uint64_t{4} << 30) - (uint64_t{64} << 20);
   // Physical voxel size for the ImageJ description (0: not written).
   double spacing_z = 0;
+  // Deflate-compressed pages (fast level): for label stacks, which are mostly runs of 0.
+  bool deflate = false;
 };
 
 // Writes a stack slice by slice so that an output never has to be whole in memory. The file

@@ -1,0 +1,75 @@
+// What the wizard's views draw, without a display: stacks read lazily slice by slice (a
+// 512³ stack opens by reading its header and one slice, not 256 MiB), window/level contrast
+// with an automatic window from percentiles, slices rendered to RGB with the labels
+// overlaid in their classes' colours, and the orthogonal planes (XZ, YZ) of a volume.
+#ifndef IDLEGRID_CLIENT_SLICE_VIEW_H_
+#define IDLEGRID_CLIENT_SLICE_VIEW_H_
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "idlegrid/shared/status.h"
+#include "idlegrid/shared/volume.h"
+
+namespace idlegrid {
+struct TiffInfo;
+}
+
+namespace idlegrid::client {
+
+// A TIFF stack (or single image) whose slices are read when first shown and kept in a small
+// least-recently-used cache. Thread-safe.
+class LazyStack {
+ public:
+  // Reads the header only. INVALID_ARGUMENT for files that are not a single-channel stack
+  // idlegrid can read, with the reason.
+  static StatusOr<std::unique_ptr<LazyStack>> Open(const std::string& path, size_t cache_slices = 24);
+
+  const std::string& path() const { return path_; }
+  const VolumeShape& shape() const { return shape_; }
+  DType dtype() const { return dtype_; }
+
+  // Slice z as a 1 x Y x X volume.
+  StatusOr<std::shared_ptr<const Volume>> Slice(int64_t z);
+  // The whole stack (training needs it; the viewer never does).
+  StatusOr<Volume> ReadAll() const;
+
+ private:
+  LazyStack() = default;
+  std::string path_;
+  VolumeShape shape_;
+  DType dtype_ = DType::kUInt8;
+  size_t capacity_ = 24;
+  std::mutex mu_;
+  std::list<std::pair<int64_t, std::shared_ptr<const Volume>>> cache_;  // most recent first
+};
+
+// Display window: values lo..hi map to black..white.
+struct Window {
+  double lo = 0, hi = 1;
+};
+// From the low/high percentiles of slice z (sampled; ignores NaN).
+Window AutoWindow(const Volume& v, int64_t z = 0, double low_pct = 0.5, double high_pct = 99.5);
+// The data range of the dtype (uint8 0..255, uint16 0..65535) or of slice z for float.
+Window FullRange(const Volume& v, int64_t z = 0);
+
+// Slice z of a single-channel volume through `w` as RGB (Y * X * 3 bytes).
+std::vector<uint8_t> RenderGray(const Volume& v, int64_t z, Window w);
+// Blends label colours over `rgb` (same Y x X) for the labels of slice z: value k in
+// colours[k - 1] (0xRRGGBB) with `alpha`. Only rows [y0, y1) and columns [x0, x1).
+void BlendLabels(const Volume& labels, int64_t z, const std::vector<uint32_t>& colours, double alpha,
+                 std::vector<uint8_t>* rgb, int64_t y0 = 0, int64_t y1 = -1, int64_t x0 = 0, int64_t x1 = -1);
+
+enum class Plane { kXY, kXZ, kYZ };
+// A plane through a single-channel volume as a 1 x H x W volume: XY at z=index (Y x X), XZ at
+// y=index (Z x X), YZ at x=index (Z x Y).
+StatusOr<Volume> ExtractPlane(const Volume& v, Plane plane, int64_t index);
+
+}  // namespace idlegrid::client
+
+#endif  // IDLEGRID_CLIENT_SLICE_VIEW_H_

@@ -1,0 +1,136 @@
+// What the wizard's views draw: lazily read stacks, contrast windows, rendering with label
+// overlays, orthogonal planes; and the session's compressed, change-tracked label saves.
+#include <catch2/catch.hpp>
+
+#include "idlegrid/client/session.h"
+#include "idlegrid/client/slice_view.h"
+#include "idlegrid/shared/files.h"
+#include "idlegrid/shared/tiff_io.h"
+#include "test_util.h"
+
+namespace idlegrid::client {
+namespace {
+
+Volume Ramp(VolumeShape s, DType t) {
+  Volume v = Volume::Create(s, t).value();
+  for (int64_t i = 0; i < s.elements(); ++i) {
+    if (t == DType::kUInt16) v.data<uint16_t>()[i] = static_cast<uint16_t>(i * 7 % 60000);
+    if (t == DType::kUInt8) v.data<uint8_t>()[i] = static_cast<uint8_t>(i % 251);
+    if (t == DType::kFloat32) v.data<float>()[i] = static_cast<float>(i) * 0.5f;
+  }
+  return v;
+}
+
+TEST_CASE("a lazy stack reads the slices it is asked for, equal to the file's", "[client][view]") {
+  testing::TempDir dir;
+  const Volume v = Ramp({9, 20, 30, 1}, DType::kUInt16);
+  REQUIRE(WriteTiff(dir / "v.tif", v).ok());
+  auto stack = LazyStack::Open(dir / "v.tif", 3).value();
+  CHECK(stack->shape() == v.shape());
+  CHECK(stack->dtype() == DType::kUInt16);
+  for (int64_t z : {0, 8, 4, 8, 1, 2, 3, 0}) {
+    auto s = stack->Slice(z).value();
+    REQUIRE(s->shape() == VolumeShape{1, 20, 30, 1});
+    CHECK(std::memcmp(s->bytes(), v.slice_bytes_at(z), v.slice_bytes()) == 0);
+  }
+  CHECK(stack->Slice(9).status().code() == StatusCode::kOutOfRange);
+  CHECK(stack->Slice(-1).status().code() == StatusCode::kOutOfRange);
+  CHECK(std::memcmp(stack->ReadAll().value().bytes(), v.bytes(), v.size_bytes()) == 0);
+
+  // Not a volume; several channels: clear errors.
+  testing::Spit(dir / "text.tif", "this is not a TIFF");
+  auto bad = LazyStack::Open(dir / "text.tif");
+  CHECK(bad.status().code() == StatusCode::kInvalidArgument);
+  CHECK_THAT(bad.status().message(), Catch::Contains("not a volume"));
+  REQUIRE(WriteTiff(dir / "rgb.tif", Ramp({2, 4, 4, 3}, DType::kUInt8)).ok());
+  CHECK_THAT(LazyStack::Open(dir / "rgb.tif").status().message(), Catch::Contains("3 channels"));
+  CHECK(LazyStack::Open(dir / "missing.tif").status().code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("contrast windows come from percentiles and render to gray", "[client][view]") {
+  Volume v = Volume::Create({2, 10, 10, 1}, DType::kFloat32).value();
+  for (int64_t i = 0; i < 100; ++i) v.data<float>()[100 + i] = static_cast<float>(i);  // slice 1: 0..99
+  v.data<float>()[100 + 50] = NAN;
+  const Window w = AutoWindow(v, 1, 10, 90);
+  CHECK(w.lo == Approx(10).margin(1));
+  CHECK(w.hi == Approx(89).margin(1));
+  const Window flat = AutoWindow(v, 0);  // all zeros: still a usable window
+  CHECK(flat.hi > flat.lo);
+  const std::vector<uint8_t> rgb = RenderGray(v, 1, {0, 99});
+  REQUIRE(rgb.size() == 300u);
+  CHECK(rgb[0] == 0);
+  CHECK(rgb[3 * 99] == 255);
+  CHECK(rgb[3 * 33] == 85);
+  CHECK(rgb[3 * 33 + 1] == 85);
+  CHECK(rgb[3 * 50] == 0);  // NaN shows black, not garbage
+  Volume u8 = Ramp({1, 4, 4, 1}, DType::kUInt8);
+  CHECK(FullRange(u8).hi == 255);
+  CHECK(FullRange(Ramp({1, 4, 4, 1}, DType::kUInt16)).hi == 65535);
+}
+
+TEST_CASE("labels blend over the slice in their class colours, only inside the box", "[client][view]") {
+  Volume labels = Volume::Create({2, 4, 4, 1}, DType::kUInt8).value();
+  labels.at<uint8_t>(1, 0, 0) = 1;
+  labels.at<uint8_t>(1, 3, 3) = 2;
+  labels.at<uint8_t>(1, 2, 2) = 9;  // no colour for it: left alone
+  std::vector<uint8_t> rgb(4 * 4 * 3, 100);
+  BlendLabels(labels, 1, {0xFF0000, 0x0000FF}, 0.5, &rgb);
+  CHECK(rgb[0] == 177);  // (100 * 128 + 255 * 128) >> 8
+  CHECK(rgb[1] == 50);
+  CHECK(rgb[2] == 50);
+  const size_t last = 3 * 15;
+  CHECK(rgb[last] == 50);
+  CHECK(rgb[last + 2] == 177);
+  CHECK(rgb[3 * 10] == 100);
+  std::vector<uint8_t> boxed(4 * 4 * 3, 100);
+  BlendLabels(labels, 1, {0xFF0000, 0x0000FF}, 0.5, &boxed, 1, 4, 1, 4);  // excludes (0, 0)
+  CHECK(boxed[0] == 100);
+  CHECK(boxed[last] == 50);
+}
+
+TEST_CASE("orthogonal planes hold the volume's rows and columns", "[client][view]") {
+  const Volume v = Ramp({5, 6, 7, 1}, DType::kUInt16);
+  const Volume xz = ExtractPlane(v, Plane::kXZ, 4).value();
+  REQUIRE(xz.shape() == VolumeShape{1, 5, 7, 1});
+  const Volume yz = ExtractPlane(v, Plane::kYZ, 2).value();
+  REQUIRE(yz.shape() == VolumeShape{1, 5, 6, 1});
+  const Volume xy = ExtractPlane(v, Plane::kXY, 3).value();
+  for (int64_t z = 0; z < 5; ++z) {
+    for (int64_t x = 0; x < 7; ++x) CHECK(xz.data<uint16_t>()[z * 7 + x] == v.data<uint16_t>()[v.Index(z, 4, x)]);
+    for (int64_t y = 0; y < 6; ++y) CHECK(yz.data<uint16_t>()[z * 6 + y] == v.data<uint16_t>()[v.Index(z, y, 2)]);
+  }
+  CHECK(xy.data<uint16_t>()[8] == v.data<uint16_t>()[v.Index(3, 1, 1)]);
+  CHECK(ExtractPlane(v, Plane::kYZ, 7).status().code() == StatusCode::kOutOfRange);
+  CHECK(ExtractPlane(Ramp({1, 2, 2, 3}, DType::kUInt8), Plane::kXY, 0).status().code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("session labels are saved compressed, and only when they changed", "[client][view][session]") {
+  testing::TempDir dir;
+  Annotation a(VolumeShape{64, 128, 128, 1});
+  REQUIRE(a.AddClass("one").ok());
+  const uint64_t r0 = a.revision();
+  REQUIRE(a.Stroke(3, {{10, 10}, {90, 40}}, 5, 1).ok());
+  CHECK(a.revision() > r0);
+  Session s;
+  s.image_path = "/x.tif";
+  REQUIRE(SaveSession(dir.path(), s, a).ok());
+  const uint64_t size = FileSize(dir / "labels.tif").value();
+  CHECK(size < 64 * 128 * 128 / 20);  // 1 MiB of labels, mostly zeros
+  const Volume back = ReadTiff(dir / "labels.tif").value();
+  CHECK(std::memcmp(back.bytes(), a.labels().bytes(), back.size_bytes()) == 0);
+  // Without label changes only session.json is written: the labels file stays as it was.
+  testing::Spit(dir / "labels.tif", testing::Slurp(dir / "labels.tif") + "");
+  std::filesystem::last_write_time(dir / "labels.tif", std::filesystem::file_time_type::clock::now() - std::chrono::hours(1));
+  const auto before = std::filesystem::last_write_time(dir / "labels.tif");
+  s.slice = 7;
+  REQUIRE(SaveSession(dir.path(), s, a, false).ok());
+  CHECK(std::filesystem::last_write_time(dir / "labels.tif") == before);
+  CHECK(LoadSession(dir.path()).value().session.slice == 7);
+  // A missing labels file is written even then.
+  std::filesystem::remove(dir / "labels.tif");
+  REQUIRE(SaveSession(dir.path(), s, a, false).ok());
+  CHECK(LoadSession(dir.path()).ok());
+}
+
+}  // namespace
+}  // namespace idlegrid::client
