@@ -1,5 +1,6 @@
 #include "idlegrid/client/session.h"
 
+#include <cerrno>
 #include <cstdio>
 
 #include "idlegrid/shared/files.h"
@@ -43,12 +44,16 @@ Status SaveSession(const std::string& dir, const Session& session, const Annotat
   IDLEGRID_RETURN_IF_ERROR(MakeDirs(dir, 0700));
   // Labels first (atomically), then the session that names them: a crash between the two
   // leaves the older session with newer labels, never a session without its labels.
-  if (labels || !FileSize(dir + "/labels.tif").ok()) {
-    const std::string tmp = dir + "/labels.tif.tmp";
+  const std::string path = dir + "/labels.tif";
+  if (annotation.labelled() == 0) {
+    // Nothing painted: no labels file (a 512³ session opens without writing 128 MiB).
+    if (std::remove(path.c_str()) != 0 && errno != ENOENT) return ErrnoError("remove " + path, errno);
+  } else if (labels || !FileSize(path).ok()) {
+    const std::string tmp = path + ".tmp";
     TiffWriteOptions o;
     o.deflate = true;  // mostly zeros: a 512³ label volume is ~1 MiB instead of 128 MiB
     IDLEGRID_RETURN_IF_ERROR(WriteTiff(tmp, annotation.labels(), o));
-    if (std::rename(tmp.c_str(), (dir + "/labels.tif").c_str()) != 0) return ErrnoError("rename " + tmp, errno);
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError("rename " + tmp, errno);
   }
   Json j = session.ToJson();
   j["classes"] = annotation.ClassesToJson();
@@ -66,6 +71,13 @@ StatusOr<LoadedSession> LoadSession(const std::string& dir) {
   without.erase("classes");
   IDLEGRID_ASSIGN_OR_RETURN(Session s, Session::FromJson(without));
   IDLEGRID_ASSIGN_OR_RETURN(std::vector<LabelClass> cls, Annotation::ClassesFromJson(classes));
+  if (!FileSize(dir + "/labels.tif").ok()) {  // nothing was painted yet
+    StatusOr<TiffInfo> image = ProbeTiff(s.image_path);
+    if (!image.ok()) return NotFoundError("the session's volume " + s.image_path + " cannot be read");
+    Annotation empty(VolumeShape{image->shape.z, image->shape.y, image->shape.x, 1});
+    for (const LabelClass& c : cls) IDLEGRID_RETURN_IF_ERROR(empty.AddClass(c.name, c.rgb).status());
+    return LoadedSession{std::move(s), std::move(empty)};
+  }
   StatusOr<Volume> labels = ReadTiff(dir + "/labels.tif");
   if (!labels.ok()) return DataLossError(dir + "/labels.tif: " + labels.status().message());
   IDLEGRID_ASSIGN_OR_RETURN(Annotation a, Annotation::FromLabels(std::move(*labels), cls));

@@ -130,6 +130,20 @@ TEST_CASE("session labels are saved compressed, and only when they changed", "[c
   std::filesystem::remove(dir / "labels.tif");
   REQUIRE(SaveSession(dir.path(), s, a, false).ok());
   CHECK(LoadSession(dir.path()).ok());
+  // Nothing painted (everything undone): no labels file; the session reopens on the image's
+  // shape with its classes.
+  while (a.Undo()) {
+  }
+  REQUIRE(a.labelled() == 0);
+  REQUIRE(WriteTiff(dir / "image.tif", Ramp({64, 128, 128, 1}, DType::kUInt8)).ok());
+  s.image_path = dir / "image.tif";
+  REQUIRE(SaveSession(dir.path(), s, a).ok());
+  CHECK_FALSE(std::filesystem::exists(dir / "labels.tif"));
+  LoadedSession back2 = LoadSession(dir.path()).value();
+  CHECK(back2.annotation.shape() == a.shape());
+  CHECK(back2.annotation.labelled() == 0);
+  REQUIRE(back2.annotation.classes().size() == 1);
+  CHECK(back2.annotation.classes()[0].name == "one");
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // A wizard session on disk, so that a user can close the app while the grid trains overnight
 // and come back: DIR/session.json (image, grid, classes, jobs, chosen model, where the user
-// was) and DIR/labels.tif (the painted labels, written atomically; autosaved).
+// was) and DIR/labels.tif (the painted labels, Deflate-compressed, written atomically;
+// autosaved; absent while nothing is painted).
 #ifndef IDLEGRID_CLIENT_SESSION_H_
 #define IDLEGRID_CLIENT_SESSION_H_
 
