@@ -79,6 +79,7 @@ Status Wizard::Reopen() {
   session_.local_grid = local;
   annotation_ = std::make_unique<Annotation>(std::move(loaded.annotation));
   saved_revision_ = annotation_->revision();
+  image_blob_ = BlobRef{};
   return Status::Ok();
 }
 

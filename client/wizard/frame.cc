@@ -252,6 +252,49 @@ Status WizardFrame::ReopenSession() {
   paint_->ForgetPredictions();
   paint_->Load();
   Go(kPaint);
+  // Back where the user left: the last job (it may have run overnight, or still be running).
+  if (!wizard_->session().jobs.empty()) {
+    const SessionJob last = wizard_->session().jobs.back();
+    if (last.purpose == "candidates" && wizard_->session().chosen_model.empty()) return Follow(last);
+    if (last.purpose == "apply" || last.purpose == "denoise") return Follow(last);
+  }
+  if (paint_->correcting()) paint_->ShowSlice(paint_->slice());  // fetches the prediction
+  return Status::Ok();
+}
+
+Status WizardFrame::Follow(const SessionJob& job) {
+  if (job.purpose == "candidates") {
+    train_->Start("Training candidates - no parameters to choose", {});
+    Go(kTrain);
+    RunTask("Waiting for the candidates", [this, id = job.job_id] {
+      return WaitJob(id, [this](const Json& s) { train_->ShowStatus(s); });
+    }, [this](const Status& st) {
+      if (!st.ok()) {
+        Go(kPaint);
+        return Fail("Training failed", st);
+      }
+      ShowCandidates();
+    });
+    return Status::Ok();
+  }
+  Wizard* w = wizard_.get();
+  const bool apply = job.purpose == "apply";
+  const std::string out = options_.session_dir + (apply ? "/applied-labels.tif" : "/denoised.tif");
+  Go(apply ? kApply : kDenoise);
+  if (apply) apply_->Start(job.job_id);
+  if (!apply) denoise_->Start(job.job_id);
+  RunTask(apply ? "Segmenting the whole volume" : "Denoising", [this, w, job, apply, out] {
+    IDLEGRID_RETURN_IF_ERROR(WaitJob(job.job_id, [this, apply](const Json& s) {
+      if (apply) apply_->ShowStatus(s);
+      if (!apply) denoise_->ShowStatus(s);
+    }));
+    IDLEGRID_RETURN_IF_ERROR(w->grid().FetchOutput(job.job_id, apply ? "labels" : "denoised", out));
+    return apply ? w->Image().status() : Status::Ok();  // the orthogonal views need every slice
+  }, [this, apply, out](const Status& st) {
+    if (!st.ok()) return Fail(apply ? "Applying the model failed" : "Denoising failed", st);
+    Status loaded = apply ? apply_->Load(out) : denoise_->Load(out);
+    if (!loaded.ok()) Fail("Cannot show the result", loaded);
+  });
   return Status::Ok();
 }
 
@@ -327,38 +370,25 @@ Status WizardFrame::Retrain() {
 Status WizardFrame::Apply() {
   if (wizard_ == nullptr || wizard_->session().chosen_model.empty()) return FailedPreconditionError("choose a candidate first");
   if (busy_) return UnavailableError("wait for the current task to finish");
-  Wizard* w = wizard_.get();
-  Go(kApply);
-  const std::string out = options_.session_dir + "/applied-labels.tif";
-  RunTask("Segmenting the whole volume", [this, w, out] {
-    IDLEGRID_ASSIGN_OR_RETURN(std::string id, w->Apply());
-    CallAfter([this, id] { apply_->Start(id); });
-    IDLEGRID_RETURN_IF_ERROR(WaitJob(id, [this](const Json& s) { apply_->ShowStatus(s); }));
-    IDLEGRID_RETURN_IF_ERROR(w->grid().FetchOutput(id, "labels", out));
-    return w->Image().status();  // the orthogonal views need every slice
-  }, [this, out](const Status& st) {
-    if (!st.ok()) return Fail("Applying the model failed", st);
-    Status loaded = apply_->Load(out);
-    if (!loaded.ok()) Fail("Cannot show the result", loaded);
-  });
-  return Status::Ok();
+  return Submit("apply");
 }
 
 Status WizardFrame::Denoise() {
   if (wizard_ == nullptr || !wizard_->is_open()) return FailedPreconditionError("open a volume first");
   if (busy_) return UnavailableError("wait for the current task to finish");
+  return Submit("denoise");
+}
+
+Status WizardFrame::Submit(const std::string& purpose) {
   Wizard* w = wizard_.get();
-  Go(kDenoise);
-  const std::string out = options_.session_dir + "/denoised.tif";
-  RunTask("Denoising", [this, w, out] {
-    IDLEGRID_ASSIGN_OR_RETURN(std::string id, w->Denoise());
-    CallAfter([this, id] { denoise_->Start(id); });
-    IDLEGRID_RETURN_IF_ERROR(WaitJob(id, [this](const Json& s) { denoise_->ShowStatus(s); }));
-    return w->grid().FetchOutput(id, "denoised", out);
-  }, [this, out](const Status& st) {
-    if (!st.ok()) return Fail("Denoising failed", st);
-    Status loaded = denoise_->Load(out);
-    if (!loaded.ok()) Fail("Cannot show the denoised volume", loaded);
+  auto id = std::make_shared<std::string>();
+  RunTask(purpose == "apply" ? "Submitting the segmentation" : "Submitting the denoising", [w, purpose, id] {
+    IDLEGRID_ASSIGN_OR_RETURN(*id, purpose == "apply" ? w->Apply() : w->Denoise());
+    return Status::Ok();
+  }, [this, purpose, id](const Status& st) {
+    if (!st.ok()) return Fail(purpose == "apply" ? "Cannot apply the model" : "Cannot denoise", st);
+    Status followed = Follow({*id, purpose});
+    if (!followed.ok()) Fail("Cannot follow the job", followed);
   });
   return Status::Ok();
 }

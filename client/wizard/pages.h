@@ -212,6 +212,8 @@ class WizardFrame : public wxFrame {
   Status Denoise();
   void GoPaint();
   void Autosave();
+  // Follows a submitted job to its page: progress, then its result.
+  Status Follow(const SessionJob& job);
 
   // Script replay and screenshots.
   void RunScript();
@@ -225,6 +227,7 @@ class WizardFrame : public wxFrame {
  private:
   enum Page { kStart, kPaint, kTrain, kCompare, kApply, kDenoise };
   void Go(Page p);
+  Status Submit(const std::string& purpose);  // "apply" or "denoise", then Follow
   void ScriptTick();
   // kOk: done; UNAVAILABLE: not yet (the page is still loading): try again on the next tick.
   Status ScriptStep(const Json& cmd);

@@ -106,6 +106,10 @@ class Driver {
     return InvalidArgumentError("unknown command \"" + name + "\"");
   }
 
+  void Save() {
+    if (w_->is_open()) w_->Save().IgnoreError();
+  }
+
   Json Summary() const {
     Json counts = Json::object();
     const auto& classes = w_->annotation().classes();
@@ -230,6 +234,7 @@ int main(int argc, char** argv) {
     Status st = driver.Step(line.command);
     if (!st.ok()) {
       std::fprintf(stderr, "idlegrid-wizard: %s:%d: %s\n", script.c_str(), line.number, st.message().c_str());
+      driver.Save();  // what was painted so far is kept
       return 1;
     }
     std::printf("    %.1f s\n", std::chrono::duration<double>(client::Clock::now() - t).count());

@@ -61,6 +61,7 @@ TEST_CASE("the wx wizard replays a session through its pages under Xvfb", "[clie
                 "{\"train\": {}}\n"
                 "{\"shot\": \"compare\"}\n"
                 "{\"page\": \"train\"}\n{\"shot\": \"train\"}\n"
+                "{\"reopen\": 1}\n"  // the session as after a night away: back to the candidates"
                 "{\"pick\": \"best\"}\n"
                 "{\"correct_from\": {\"file\": \"" + dir / "truth.tif" + "\", \"slice\": " + z + ", \"step\": 6}}\n"
                 "{\"shot\": \"correct\"}\n"

@@ -137,13 +137,15 @@ TEST_CASE("idlegrid-wizard replays a scripted session", "[client][wizard]") {
   CHECK(testing::Slurp(dir / "compare.png").substr(1, 3) == "PNG");
   CHECK(models::Model::Load(dir / "model.pt").ok());
   // A bad line stops the replay with the line number, and the painted labels are saved.
-  testing::Spit(dir / "bad.script", "{\"open\": \"" + dir / "volume.tif" + "\"}\n{\"class\": \"a\"}\n{\"fly\": 1}\n");
+  testing::Spit(dir / "bad.script", "{\"open\": \"" + dir / "volume.tif" + "\"}\n{\"class\": \"a\"}\n"
+                                    "{\"stroke\": {\"slice\": 1, \"class\": 1, \"path\": [[5, 5]]}}\n{\"fly\": 1}\n");
   const std::string err = testing::RunCommand(std::string(IDLEGRID_BIN_DIR) + "/idlegrid-wizard --script " +
                                                   dir / "bad.script" + " --session " + dir / "s2" + " --nodes 0 2>&1",
                                               &rc);
   CHECK(rc == 1);
-  CHECK_THAT(err, Catch::Contains("bad.script:3: unknown command"));
-  CHECK(std::filesystem::exists(dir / "s2/labels.tif"));
+  CHECK_THAT(err, Catch::Contains("bad.script:4: unknown command"));
+  const Volume saved = ReadTiff(dir / "s2/labels.tif").value();
+  CHECK(saved.data<uint8_t>()[saved.Index(1, 5, 5)] == 1);
 }
 
 TEST_CASE("the errors a wizard user can meet are clear and lose no labels", "[client][wizard]") {
