@@ -312,20 +312,7 @@ Status WizardFrame::TrainCandidates() {
   if (wizard_ == nullptr || !wizard_->is_open()) return FailedPreconditionError("open a volume first");
   if (busy_) return UnavailableError("wait for the current task to finish");
   if (wizard_->annotation().classes().size() < 2) return FailedPreconditionError("paint at least two classes");
-  Wizard* w = wizard_.get();
-  train_->Start("Training candidates - no parameters to choose", {});
-  Go(kTrain);
-  RunTask("Training the candidates", [this, w] {
-    IDLEGRID_ASSIGN_OR_RETURN(std::string id, w->TrainCandidates());
-    return WaitJob(id, [this](const Json& s) { train_->ShowStatus(s); });
-  }, [this](const Status& st) {
-    if (!st.ok()) {
-      Go(kPaint);
-      return Fail("Training failed", st);
-    }
-    ShowCandidates();
-  });
-  return Status::Ok();
+  return Submit("candidates");
 }
 
 void WizardFrame::ShowCandidates() {
@@ -382,11 +369,11 @@ Status WizardFrame::Denoise() {
 Status WizardFrame::Submit(const std::string& purpose) {
   Wizard* w = wizard_.get();
   auto id = std::make_shared<std::string>();
-  RunTask(purpose == "apply" ? "Submitting the segmentation" : "Submitting the denoising", [w, purpose, id] {
-    IDLEGRID_ASSIGN_OR_RETURN(*id, purpose == "apply" ? w->Apply() : w->Denoise());
+  RunTask("Submitting the " + purpose + " job", [w, purpose, id] {
+    IDLEGRID_ASSIGN_OR_RETURN(*id, purpose == "candidates" ? w->TrainCandidates() : purpose == "apply" ? w->Apply() : w->Denoise());
     return Status::Ok();
   }, [this, purpose, id](const Status& st) {
-    if (!st.ok()) return Fail(purpose == "apply" ? "Cannot apply the model" : "Cannot denoise", st);
+    if (!st.ok()) return Fail("Cannot submit the " + purpose + " job", st);
     Status followed = Follow({*id, purpose});
     if (!followed.ok()) Fail("Cannot follow the job", followed);
   });

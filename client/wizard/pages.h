@@ -227,7 +227,7 @@ class WizardFrame : public wxFrame {
  private:
   enum Page { kStart, kPaint, kTrain, kCompare, kApply, kDenoise };
   void Go(Page p);
-  Status Submit(const std::string& purpose);  // "apply" or "denoise", then Follow
+  Status Submit(const std::string& purpose);  // "candidates", "apply" or "denoise", then Follow
   void ScriptTick();
   // kOk: done; UNAVAILABLE: not yet (the page is still loading): try again on the next tick.
   Status ScriptStep(const Json& cmd);
