@@ -161,7 +161,10 @@ StatusOr<Json> Wizard::Wait(const std::string& job_id, int64_t timeout_s, const 
       return FailedPreconditionError("job " + job_id + " " + state + (s["error"].get<std::string>().empty() ? "" : ": " + s["error"].get<std::string>()));
     }
     if (std::chrono::steady_clock::now() >= until) return DeadlineExceededError("job " + job_id + " is still " + state);
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    for (int k = 0; k < 5; ++k) {
+      if (cancel_ != nullptr && *cancel_) return CancelledError("stopped waiting for job " + job_id);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   }
   return DeadlineExceededError("job " + job_id);
 }

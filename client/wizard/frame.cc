@@ -137,10 +137,10 @@ void WizardFrame::Go(Page p) {
   start_->Update();
 }
 
-void WizardFrame::RunTask(const wxString& what, std::function<Status()> work, std::function<void(const Status&)> done) {
+bool WizardFrame::RunTask(const wxString& what, std::function<Status()> work, std::function<void(const Status&)> done) {
   if (busy_) {
     Say("Busy: " + what + " waits for the current task");
-    return;
+    return false;
   }
   if (task_.joinable()) task_.join();
   busy_ = true;
@@ -155,6 +155,7 @@ void WizardFrame::RunTask(const wxString& what, std::function<Status()> work, st
       if (done) done(st);
     });
   });
+  return true;
 }
 
 Status WizardFrame::WaitJob(const std::string& id, std::function<void(const Json&)> progress) {
@@ -204,6 +205,7 @@ void WizardFrame::StartGrid(const Json& grid) {
               return;
             }
             wizard_ = std::move(*made);
+            wizard_->set_cancel(&stop_);
             options_ = o;
             if (!pending_open_.empty()) {
               Status opened = OpenVolume(pending_open_);

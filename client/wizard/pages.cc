@@ -453,11 +453,10 @@ void PaintPage::ForgetPredictions() { predictions_.clear(); }
 void PaintPage::RequestPrediction() {
   Wizard* w = frame_->wizard();
   if (fetching_ || frame_->busy() || w == nullptr || w->session().chosen_model.empty()) return;
-  fetching_ = true;
   const int64_t z = z_;
   auto result = std::make_shared<Volume>();
   frame_->Say(wxString::Format("Predicting slice %lld with the chosen model...", static_cast<long long>(z + 1)));
-  frame_->RunTask(
+  fetching_ = frame_->RunTask(
       "prediction",
       [w, z, result] {
         IDLEGRID_ASSIGN_OR_RETURN(BlobRef model, w->ChosenModel());
@@ -590,13 +589,12 @@ void ComparePage::ShowSlice(int64_t z) {
   z_slider_->SetValue(static_cast<int>(z_));
   z_text_->SetLabel(wxString::Format("Slice %lld of %lld", static_cast<long long>(z_ + 1), static_cast<long long>(w->stack().shape().z)));
   if (fetching_ || shown_z_ == z_) return;
-  fetching_ = true;
   std::vector<BlobRef> models;
   for (const Candidate& c : candidates_) models.push_back(c.model);
   auto result = std::make_shared<std::vector<Volume>>();
   const int64_t at = z_;
   frame_->Say(wxString::Format("Each candidate segments slice %lld...", static_cast<long long>(at + 1)));
-  frame_->RunTask(
+  fetching_ = frame_->RunTask(
       "predictions",
       [w, models, at, result] {
         IDLEGRID_ASSIGN_OR_RETURN(*result, w->PredictAll(models, at, at + 1));

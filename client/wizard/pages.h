@@ -191,8 +191,9 @@ class WizardFrame : public wxFrame {
   Wizard* wizard() { return wizard_.get(); }
   bool busy() const { return busy_; }
   bool scripted() const { return !script_.empty(); }
-  // Runs `work` on the task thread; `done` gets its status on the UI thread.
-  void RunTask(const wxString& what, std::function<Status()> work, std::function<void(const Status&)> done = {});
+  // Runs `work` on the task thread; `done` gets its status on the UI thread. False (and
+  // nothing runs) while another task runs.
+  bool RunTask(const wxString& what, std::function<Status()> work, std::function<void(const Status&)> done = {});
   // On the task thread: polls a job until it ends, posting each status to `progress`.
   Status WaitJob(const std::string& id, std::function<void(const Json&)> progress);
   // A problem the user must see: a message box (a scripted run prints it and fails).

@@ -6,6 +6,7 @@
 #ifndef IDLEGRID_CLIENT_WIZARD_H_
 #define IDLEGRID_CLIENT_WIZARD_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -62,6 +63,9 @@ class Wizard {
 
   // Submits the candidates (planned with no parameters from the image and labels so far).
   StatusOr<std::string> TrainCandidates();
+  // When set, waits (Wait, Predict, Retrain) end with CANCELLED once *cancel is true: a
+  // window closing does not wait for a job to finish (the grid keeps the job).
+  void set_cancel(const std::atomic<bool>* cancel) { cancel_ = cancel; }
   // Waits for a job (bounded), calling `progress` with each new status.
   StatusOr<Json> Wait(const std::string& job_id, int64_t timeout_s, const ProgressFn& progress = {});
   // The last candidates job's models, best first.
@@ -101,6 +105,7 @@ class Wizard {
   std::mutex image_mu_, save_mu_;
   uint64_t saved_revision_ = ~uint64_t{0};
   BlobRef image_blob_;
+  const std::atomic<bool>* cancel_ = nullptr;
 };
 
 }  // namespace idlegrid::client
