@@ -103,7 +103,10 @@ Status Wizard::Save() {
 }
 
 void Wizard::Track(const std::string& job_id, const std::string& purpose) {
-  session_.jobs.push_back({job_id, purpose});
+  {
+    std::lock_guard<std::mutex> lock(save_mu_);  // an autosave may be reading the session
+    session_.jobs.push_back({job_id, purpose});
+  }
   Save().IgnoreError();
 }
 
@@ -240,11 +243,14 @@ StatusOr<std::vector<Volume>> Wizard::PredictAll(const std::vector<BlobRef>& mod
 }
 
 Status Wizard::Choose(const Candidate& c) {
-  session_.chosen_model = c.model.sha256;
+  {
+    std::lock_guard<std::mutex> lock(save_mu_);
+    session_.chosen_model = c.model.sha256;
+  }
   return Save();
 }
 
-StatusOr<std::string> Wizard::Retrain(int64_t timeout_s, const ProgressFn& progress) {
+StatusOr<std::string> Wizard::SubmitRetrain() {
   if (session_.chosen_model.empty()) return FailedPreconditionError("choose a candidate first");
   Job job;
   job.kind = JobKind::kTrain;
@@ -256,9 +262,24 @@ StatusOr<std::string> Wizard::Retrain(int64_t timeout_s, const ProgressFn& progr
   IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->Submit(job));
   const std::string id = s["job_id"];
   Track(id, "retrain");
-  IDLEGRID_ASSIGN_OR_RETURN(Json done, Wait(id, timeout_s, progress));
-  session_.chosen_model = done["outputs"]["model"]["sha256"];
-  IDLEGRID_RETURN_IF_ERROR(Save());
+  return id;
+}
+
+Status Wizard::AdoptModel(const std::string& job_id) {
+  IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->JobStatus(job_id));
+  if (s["state"] != "done") return FailedPreconditionError("job " + job_id + " is " + s["state"].get<std::string>());
+  if (!s["outputs"].is_object() || !s["outputs"].contains("model")) return NotFoundError("job " + job_id + " made no model");
+  {
+    std::lock_guard<std::mutex> lock(save_mu_);
+    session_.chosen_model = s["outputs"]["model"]["sha256"];
+  }
+  return Save();
+}
+
+StatusOr<std::string> Wizard::Retrain(int64_t timeout_s, const ProgressFn& progress) {
+  IDLEGRID_ASSIGN_OR_RETURN(std::string id, SubmitRetrain());
+  IDLEGRID_RETURN_IF_ERROR(Wait(id, timeout_s, progress).status());
+  IDLEGRID_RETURN_IF_ERROR(AdoptModel(id));
   return id;
 }
 

@@ -30,6 +30,7 @@ SliceCanvas::SliceCanvas(wxWindow* parent, wxSize min_size)
 }
 
 void SliceCanvas::SetPicture(int64_t width, int64_t height, std::vector<uint8_t> gray) {
+  if (width <= 0 || height <= 0 || gray.size() != static_cast<size_t>(width * height * 3)) return;
   const bool same = width == width_ && height == height_;
   width_ = width;
   height_ = height;

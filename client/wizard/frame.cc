@@ -77,6 +77,7 @@ WizardFrame::WizardFrame(const GuiOptions& o)
   Bind(wxEVT_CLOSE_WINDOW, [this](wxCloseEvent& e) {
     stop_ = true;  // a job wait in progress ends at its next poll; the grid keeps the job
     if (task_.joinable()) task_.join();
+    busy_ = labels_locked_ = false;  // the task is over: what was painted is saved now
     Autosave();
     autosave_.Stop();
     script_timer_.Stop();
@@ -153,6 +154,7 @@ bool WizardFrame::RunTask(const wxString& what, std::function<Status()> work, st
       busy_ = false;
       start_->Update();
       if (done) done(st);
+      if (!busy_) paint_->RequestPrediction();  // when correcting, one may have waited for this task
     });
   });
   return true;
@@ -191,6 +193,9 @@ void WizardFrame::StartGrid(const Json& grid) {
   o.fingerprint = grid.value("fingerprint", std::string());
   o.token = grid.value("token", std::string());
   o.local_grid = o.server.empty();
+  paint_->Detach();  // the pages hold pointers into the open session
+  compare_->Load({});
+  Go(kStart);
   wizard_.reset();  // stops a private grid before another starts
   auto made = std::make_shared<std::unique_ptr<Wizard>>();
   RunTask(o.local_grid ? "Starting this computer's grid" : "Connecting to " + U(o.server),
@@ -236,48 +241,62 @@ void WizardFrame::ConnectGrid() {
 }
 
 Status WizardFrame::OpenVolume(const std::string& path) {
-  if (wizard_ == nullptr || busy_) return UnavailableError("the grid is still starting; try again in a moment");
-  IDLEGRID_RETURN_IF_ERROR(wizard_->Open(path));
-  SetTitle(U("idlegrid wizard - " + path.substr(path.rfind('/') + 1)));
+  if (wizard_ == nullptr || busy_) return UnavailableError("the grid is busy or still starting; try again in a moment");
+  if (!scripted() && wxFileExists(U(options_.session_dir + "/session.json")) &&
+      wxMessageBox("Start a new session on this volume? The current session (its labels and jobs) will be replaced.",
+                   "idlegrid", wxYES_NO | wxICON_QUESTION, this) != wxYES) {
+    return Status::Ok();
+  }
+  Status st = wizard_->Open(path);
+  if (!wizard_->is_open()) return st;
+  // Open may have replaced the labels even when saving them failed: the pages show what is open.
+  SetTitle(U("idlegrid wizard - " + wizard_->session().image_path.substr(wizard_->session().image_path.rfind('/') + 1)));
   paint_->SetCorrecting(false);
+  paint_->ForgetPredictions();
   paint_->Load();
   Go(kPaint);
-  return Status::Ok();
+  return st;
 }
 
 Status WizardFrame::ReopenSession() {
-  if (wizard_ == nullptr || busy_) return UnavailableError("the grid is still starting; try again in a moment");
+  if (wizard_ == nullptr || busy_) return UnavailableError("the grid is busy or still starting; try again in a moment");
+  Autosave();  // the session on disk is the one open here, with its latest strokes
   IDLEGRID_RETURN_IF_ERROR(wizard_->Reopen());
   const std::string path = wizard_->session().image_path;
   SetTitle(U("idlegrid wizard - " + path.substr(path.rfind('/') + 1)));
   paint_->SetCorrecting(!wizard_->session().chosen_model.empty());
   paint_->ForgetPredictions();
-  paint_->Load();
-  Go(kPaint);
   // Back where the user left: the last job (it may have run overnight, or still be running).
+  Status followed = Status::Ok();
+  bool following = false;
   if (!wizard_->session().jobs.empty()) {
-    const SessionJob last = wizard_->session().jobs.back();
-    if (last.purpose == "candidates" && wizard_->session().chosen_model.empty()) return Follow(last);
-    if (last.purpose == "apply" || last.purpose == "denoise") return Follow(last);
+    following = true;
+    followed = Follow(wizard_->session().jobs.back());
   }
-  if (paint_->correcting()) paint_->ShowSlice(paint_->slice());  // fetches the prediction
-  return Status::Ok();
+  paint_->Load();  // while following, the prediction of the slice waits for that task
+  if (!following) Go(kPaint);
+  return followed;
 }
 
 Status WizardFrame::Follow(const SessionJob& job) {
-  if (job.purpose == "candidates") {
-    train_->Start("Training candidates - no parameters to choose", {});
+  if (job.purpose == "candidates" || job.purpose == "retrain") {
+    const bool retrain = job.purpose == "retrain";
+    train_->Start(retrain ? "Fine-tuning the chosen model with your corrections" : "Training candidates - no parameters to choose",
+                  retrain ? std::vector<std::string>{"the chosen model"} : std::vector<std::string>{});
     Go(kTrain);
-    RunTask("Waiting for the candidates", [this, id = job.job_id] {
-      return WaitJob(id, [this](const Json& s) { train_->ShowStatus(s); });
-    }, [this](const Status& st) {
+    Wizard* w = wizard_.get();
+    const bool started = RunTask(retrain ? "Retraining" : "Waiting for the candidates", [this, w, job, retrain] {
+      IDLEGRID_RETURN_IF_ERROR(WaitJob(job.job_id, [this](const Json& s) { train_->ShowStatus(s); }));
+      return retrain ? w->AdoptModel(job.job_id) : Status::Ok();
+    }, [this, retrain](const Status& st) {
       if (!st.ok()) {
         Go(kPaint);
-        return Fail("Training failed", st);
+        return Fail(retrain ? "Retraining failed" : "Training failed", st);
       }
+      if (retrain) return Chosen();
       ShowCandidates();
     });
-    return Status::Ok();
+    return started ? Status::Ok() : UnavailableError("wait for the current task to finish");
   }
   Wizard* w = wizard_.get();
   const bool apply = job.purpose == "apply";
@@ -285,7 +304,7 @@ Status WizardFrame::Follow(const SessionJob& job) {
   Go(apply ? kApply : kDenoise);
   if (apply) apply_->Start(job.job_id);
   if (!apply) denoise_->Start(job.job_id);
-  RunTask(apply ? "Segmenting the whole volume" : "Denoising", [this, w, job, apply, out] {
+  const bool started = RunTask(apply ? "Segmenting the whole volume" : "Denoising", [this, w, job, apply, out] {
     IDLEGRID_RETURN_IF_ERROR(WaitJob(job.job_id, [this, apply](const Json& s) {
       if (apply) apply_->ShowStatus(s);
       if (!apply) denoise_->ShowStatus(s);
@@ -297,7 +316,7 @@ Status WizardFrame::Follow(const SessionJob& job) {
     Status loaded = apply ? apply_->Load(out) : denoise_->Load(out);
     if (!loaded.ok()) Fail("Cannot show the result", loaded);
   });
-  return Status::Ok();
+  return started ? Status::Ok() : UnavailableError("wait for the current task to finish");
 }
 
 void WizardFrame::GoPaint() {
@@ -305,7 +324,7 @@ void WizardFrame::GoPaint() {
 }
 
 void WizardFrame::Autosave() {
-  if (wizard_ == nullptr || !wizard_->is_open() || busy_) return;
+  if (wizard_ == nullptr || !wizard_->is_open() || labels_locked_) return;
   Status st = wizard_->Save();
   if (!st.ok()) SetStatusText(U("Autosave failed (your labels are still here): " + st.message()));
 }
@@ -325,6 +344,10 @@ void WizardFrame::ShowCandidates() {
     return Status::Ok();
   }, [this, list](const Status& st) {
     if (!st.ok()) return Fail("Cannot list the candidates", st);
+    for (const Candidate& c : *list) {
+      // Chosen from these already (a session continued): back to correcting.
+      if (c.model.sha256 == wizard_->session().chosen_model) return Chosen();
+    }
     compare_->Load(*list);
     Go(kCompare);
     compare_->ShowSlice(paint_->slice());
@@ -339,26 +362,14 @@ void WizardFrame::Chosen() {
 }
 
 Status WizardFrame::Retrain() {
-  if (wizard_ == nullptr || wizard_->session().chosen_model.empty()) return FailedPreconditionError("choose a candidate first");
   if (busy_) return UnavailableError("wait for the current task to finish");
-  Wizard* w = wizard_.get();
-  train_->Start("Fine-tuning the chosen model with your corrections", {"the chosen model"});
-  Go(kTrain);
-  RunTask("Retraining", [this, w] {
-    return w->Retrain(30 * 24 * 3600, [this](const Json& s) { CallAfter([this, s] { train_->ShowStatus(s); }); }).status();
-  }, [this](const Status& st) {
-    if (!st.ok()) {
-      Go(kPaint);
-      return Fail("Retraining failed", st);
-    }
-    Chosen();
-  });
-  return Status::Ok();
+  if (wizard_ == nullptr || wizard_->session().chosen_model.empty()) return FailedPreconditionError("choose a candidate first");
+  return Submit("retrain");
 }
 
 Status WizardFrame::Apply() {
-  if (wizard_ == nullptr || wizard_->session().chosen_model.empty()) return FailedPreconditionError("choose a candidate first");
   if (busy_) return UnavailableError("wait for the current task to finish");
+  if (wizard_ == nullptr || wizard_->session().chosen_model.empty()) return FailedPreconditionError("choose a candidate first");
   return Submit("apply");
 }
 
@@ -371,14 +382,25 @@ Status WizardFrame::Denoise() {
 Status WizardFrame::Submit(const std::string& purpose) {
   Wizard* w = wizard_.get();
   auto id = std::make_shared<std::string>();
-  RunTask("Submitting the " + purpose + " job", [w, purpose, id] {
-    IDLEGRID_ASSIGN_OR_RETURN(*id, purpose == "candidates" ? w->TrainCandidates() : purpose == "apply" ? w->Apply() : w->Denoise());
+  // Candidates and retraining send the labels: painting waits until they are on the grid.
+  const bool reads_labels = purpose == "candidates" || purpose == "retrain";
+  const bool started = RunTask("Submitting the " + purpose + " job", [w, purpose, id] {
+    if (purpose == "candidates") {
+      IDLEGRID_ASSIGN_OR_RETURN(*id, w->TrainCandidates());
+    } else if (purpose == "retrain") {
+      IDLEGRID_ASSIGN_OR_RETURN(*id, w->SubmitRetrain());
+    } else {
+      IDLEGRID_ASSIGN_OR_RETURN(*id, purpose == "apply" ? w->Apply() : w->Denoise());
+    }
     return Status::Ok();
   }, [this, purpose, id](const Status& st) {
+    labels_locked_ = false;
     if (!st.ok()) return Fail("Cannot submit the " + purpose + " job", st);
     Status followed = Follow({*id, purpose});
     if (!followed.ok()) Fail("Cannot follow the job", followed);
   });
+  if (!started) return UnavailableError("wait for the current task to finish");
+  labels_locked_ = reads_labels;
   return Status::Ok();
 }
 

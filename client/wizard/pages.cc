@@ -215,7 +215,7 @@ PaintPage::PaintPage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent), fr
   });
   rename->Bind(wxEVT_BUTTON, [this](wxCommandEvent&) {
     const int i = classes_->GetSelection();
-    if (i < 0 || frame_->wizard() == nullptr) return;
+    if (i < 0 || frame_->wizard() == nullptr || !frame_->wizard()->is_open() || frame_->labels_locked()) return;
     Annotation& a = frame_->wizard()->annotation();
     wxTextEntryDialog d(this, "New name", "Rename class", U(a.classes()[static_cast<size_t>(i)].name));
     if (d.ShowModal() != wxID_OK) return;
@@ -225,7 +225,7 @@ PaintPage::PaintPage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent), fr
   });
   colour->Bind(wxEVT_BUTTON, [this](wxCommandEvent&) {
     const int i = classes_->GetSelection();
-    if (i < 0 || frame_->wizard() == nullptr) return;
+    if (i < 0 || frame_->wizard() == nullptr || !frame_->wizard()->is_open() || frame_->labels_locked()) return;
     Annotation& a = frame_->wizard()->annotation();
     const uint32_t c = a.classes()[static_cast<size_t>(i)].rgb;
     wxColourData data;
@@ -263,7 +263,8 @@ PaintPage::PaintPage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent), fr
 void PaintPage::Load() {
   Wizard* w = frame_->wizard();
   const VolumeShape& s = w->stack().shape();
-  z_slider_->SetRange(0, static_cast<int>(std::max<int64_t>(0, s.z - 1)));
+  z_slider_->SetRange(0, static_cast<int>(std::max<int64_t>(1, s.z - 1)));
+  z_slider_->Enable(s.z > 1);
   predictions_.clear();
   z_ = -1;
   ShowSlice(std::clamp<int64_t>(w->session().slice > 0 ? w->session().slice : s.z / 2, 0, s.z - 1));
@@ -271,6 +272,12 @@ void PaintPage::Load() {
   canvas_->FitView();
   if (!w->annotation().classes().empty()) SelectClass(1);
   UpdateCounter();
+}
+
+void PaintPage::Detach() {
+  canvas_->SetLayers({});
+  slice_.reset();
+  predictions_.clear();
 }
 
 void PaintPage::SetCorrecting(bool on) {
@@ -319,7 +326,7 @@ void PaintPage::AutoContrast() {
 
 void PaintPage::ShowPicture() {
   Wizard* w = frame_->wizard();
-  if (!slice_ || w == nullptr) return;
+  if (!slice_ || w == nullptr || !w->is_open()) return;
   const VolumeShape& s = slice_->shape();
   std::vector<LabelLayer> layers;
   const std::vector<uint32_t> colours = ColoursOf(w->annotation());
@@ -335,6 +342,7 @@ void PaintPage::RefreshAll() { ShowPicture(); }
 Status PaintPage::AddClass(const std::string& name) {
   Wizard* w = frame_->wizard();
   if (w == nullptr || !w->is_open()) return FailedPreconditionError("open a volume first");
+  if (frame_->labels_locked()) return UnavailableError("your labels are being sent to the grid; a moment");
   IDLEGRID_ASSIGN_OR_RETURN(uint8_t v, w->annotation().AddClass(name));
   UpdateCounter();
   SelectClass(v);
@@ -365,6 +373,7 @@ void PaintPage::SetRadius(double r) {
 Status PaintPage::ApplyStroke(const std::vector<Point>& path) {
   Wizard* w = frame_->wizard();
   if (w == nullptr || !w->is_open()) return FailedPreconditionError("open a volume first");
+  if (frame_->labels_locked()) return UnavailableError("your labels are being sent to the grid; paint again in a moment");
   Annotation& a = w->annotation();
   StatusOr<Patch> patch = Patch{};
   switch (static_cast<Tool>(tool_->GetSelection())) {
@@ -378,6 +387,9 @@ Status PaintPage::ApplyStroke(const std::vector<Point>& path) {
     case Tool::kAccept: {
       const Volume* p = Prediction(z_);
       if (p == nullptr) return UnavailableError("the prediction of this slice is still being computed");
+      if (p->dtype() != DType::kUInt8 || p->shape().y != a.shape().y || p->shape().x != a.shape().x) {
+        return DataLossError("the prediction does not fit this volume");
+      }
       patch = a.Accept(z_, path, canvas_->brush_radius, p->data<uint8_t>());
       break;
     }
@@ -397,7 +409,7 @@ void PaintPage::AfterChange(const Patch& p) {
 
 void PaintPage::Undo() {
   Wizard* w = frame_->wizard();
-  if (w == nullptr || !w->is_open() || !w->annotation().CanUndo()) return;
+  if (w == nullptr || !w->is_open() || frame_->labels_locked() || !w->annotation().CanUndo()) return;
   w->annotation().Undo();
   ShowPicture();  // the undone stroke may be on another slice; a slice renders in milliseconds
   UpdateCounter();
@@ -405,7 +417,7 @@ void PaintPage::Undo() {
 
 void PaintPage::Redo() {
   Wizard* w = frame_->wizard();
-  if (w == nullptr || !w->is_open() || !w->annotation().CanRedo()) return;
+  if (w == nullptr || !w->is_open() || frame_->labels_locked() || !w->annotation().CanRedo()) return;
   w->annotation().Redo();
   ShowPicture();
   UpdateCounter();
@@ -452,7 +464,10 @@ void PaintPage::ForgetPredictions() { predictions_.clear(); }
 
 void PaintPage::RequestPrediction() {
   Wizard* w = frame_->wizard();
-  if (fetching_ || frame_->busy() || w == nullptr || w->session().chosen_model.empty()) return;
+  if (!correcting_ || fetching_ || frame_->busy() || w == nullptr || !w->is_open() || !slice_ ||
+      w->session().chosen_model.empty() || Prediction(z_) != nullptr) {
+    return;
+  }
   const int64_t z = z_;
   auto result = std::make_shared<Volume>();
   frame_->Say(wxString::Format("Predicting slice %lld with the chosen model...", static_cast<long long>(z + 1)));
@@ -578,13 +593,16 @@ void ComparePage::Load(std::vector<Candidate> candidates) {
     canvases_.push_back(c);
     choose_.push_back(b);
   }
-  if (Wizard* w = frame_->wizard()) z_slider_->SetRange(0, static_cast<int>(std::max<int64_t>(0, w->stack().shape().z - 1)));
+  if (Wizard* w = frame_->wizard(); w != nullptr && w->is_open()) {
+    z_slider_->SetRange(0, static_cast<int>(std::max<int64_t>(1, w->stack().shape().z - 1)));
+    z_slider_->Enable(w->stack().shape().z > 1);
+  }
   Layout();
 }
 
 void ComparePage::ShowSlice(int64_t z) {
   Wizard* w = frame_->wizard();
-  if (w == nullptr || candidates_.empty()) return;
+  if (w == nullptr || !w->is_open() || candidates_.empty()) return;
   z_ = std::clamp<int64_t>(z, 0, w->stack().shape().z - 1);
   z_slider_->SetValue(static_cast<int>(z_));
   z_text_->SetLabel(wxString::Format("Slice %lld of %lld", static_cast<long long>(z_ + 1), static_cast<long long>(w->stack().shape().z)));
@@ -703,9 +721,10 @@ Status ApplyPage::Load(const std::string& labels_tif) {
   IDLEGRID_ASSIGN_OR_RETURN(labels_, ReadTiff(labels_tif));
   const VolumeShape& s = labels_.shape();
   colours_ = ColoursOf(frame_->wizard()->annotation());
-  z_->SetRange(0, static_cast<int>(s.z - 1));
-  y_->SetRange(0, static_cast<int>(s.y - 1));
-  x_->SetRange(0, static_cast<int>(s.x - 1));
+  for (auto [slider, n] : {std::pair{z_, s.z}, std::pair{y_, s.y}, std::pair{x_, s.x}}) {
+    slider->SetRange(0, static_cast<int>(std::max<int64_t>(1, n - 1)));
+    slider->Enable(n > 1);
+  }
   z_->SetValue(static_cast<int>(s.z / 2));
   y_->SetValue(static_cast<int>(s.y / 2));
   x_->SetValue(static_cast<int>(s.x / 2));
@@ -719,10 +738,15 @@ Status ApplyPage::Load(const std::string& labels_tif) {
 
 void ApplyPage::Draw() {
   Wizard* w = frame_->wizard();
-  if (labels_.empty() || w == nullptr) return;
+  if (labels_.empty() || w == nullptr || !w->is_open()) return;
   StatusOr<const Volume*> image = w->Image();  // loaded before the result came
   if (!image.ok()) return frame_->Fail("Cannot read the volume", image.status());
-  const int64_t z = z_->GetValue(), y = y_->GetValue(), x = x_->GetValue();
+  const VolumeShape& ls = labels_.shape();
+  const int64_t z = std::min<int64_t>(z_->GetValue(), ls.z - 1), y = std::min<int64_t>(y_->GetValue(), ls.y - 1),
+                x = std::min<int64_t>(x_->GetValue(), ls.x - 1);
+  if ((*image)->shape().z != ls.z || (*image)->shape().y != ls.y || (*image)->shape().x != ls.x) {
+    return frame_->Fail("Cannot show the result", DataLossError("the segmentation does not fit the volume"));
+  }
   struct View {
     SliceCanvas* canvas;
     Plane plane;
@@ -809,7 +833,8 @@ void DenoisePage::ShowStatus(const Json& job) {
 Status DenoisePage::Load(const std::string& denoised_tif) {
   IDLEGRID_ASSIGN_OR_RETURN(denoised_, ReadTiff(denoised_tif));
   path_ = denoised_tif;
-  z_->SetRange(0, static_cast<int>(denoised_.shape().z - 1));
+  z_->SetRange(0, static_cast<int>(std::max<int64_t>(1, denoised_.shape().z - 1)));
+  z_->Enable(denoised_.shape().z > 1);
   z_->SetValue(static_cast<int>(denoised_.shape().z / 2));
   gauge_->SetValue(1000);
   status_->SetLabel("Done. Left: as acquired; right: denoised (same contrast).");
@@ -820,12 +845,15 @@ Status DenoisePage::Load(const std::string& denoised_tif) {
 
 void DenoisePage::Draw() {
   Wizard* w = frame_->wizard();
-  if (denoised_.empty() || w == nullptr) return;
-  const int64_t z = z_->GetValue();
+  if (denoised_.empty() || w == nullptr || !w->is_open()) return;
+  const int64_t z = std::min<int64_t>(z_->GetValue(), denoised_.shape().z - 1);
   StatusOr<std::shared_ptr<const Volume>> before = w->stack().Slice(z);
   if (!before.ok()) return frame_->Fail("Cannot read this slice", before.status());
   const Window win = AutoWindow(**before);
   const VolumeShape& s = denoised_.shape();
+  if ((*before)->shape().y != s.y || (*before)->shape().x != s.x) {
+    return frame_->Fail("Cannot show the denoised volume", DataLossError("it does not fit the volume"));
+  }
   before_->SetPicture(s.x, s.y, RenderGray(**before, 0, win));
   after_->SetPicture(s.x, s.y, RenderGray(denoised_, z, win));
   before_->SetCaption(wxString::Format("Before - slice %lld", static_cast<long long>(z + 1)));

@@ -45,6 +45,7 @@ class PaintPage : public wxPanel {
  public:
   PaintPage(wxWindow* parent, WizardFrame* frame);
   void Load();  // a volume was opened
+  void Detach();  // the session is about to go away: draw nothing from it
   void SetCorrecting(bool on);
   bool correcting() const { return correcting_; }
   void ShowSlice(int64_t z);
@@ -190,6 +191,8 @@ class WizardFrame : public wxFrame {
 
   Wizard* wizard() { return wizard_.get(); }
   bool busy() const { return busy_; }
+  // The labels are being read by the task thread (sent to the grid): no painting meanwhile.
+  bool labels_locked() const { return labels_locked_; }
   bool scripted() const { return !script_.empty(); }
   // Runs `work` on the task thread; `done` gets its status on the UI thread. False (and
   // nothing runs) while another task runs.
@@ -244,7 +247,7 @@ class WizardFrame : public wxFrame {
   ApplyPage* apply_;
   DenoisePage* denoise_;
   std::thread task_;
-  bool busy_ = false;
+  bool busy_ = false, labels_locked_ = false;
   std::atomic<bool> stop_{false};
   wxTimer autosave_, script_timer_;
   // Scripts.

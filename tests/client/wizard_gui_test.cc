@@ -67,6 +67,7 @@ TEST_CASE("the wx wizard replays a session through its pages under Xvfb", "[clie
                 "{\"shot\": \"correct\"}\n"
                 "{\"retrain\": {}}\n"
                 "{\"apply\": {}}\n"
+                "{\"reopen\": 1}\n"  // continued while correcting, its last job the segmentation: shown again
                 "{\"shot\": \"apply\"}\n"
                 "{\"export\": {\"labels\": \"" + dir / "out.tif" + "\", \"model\": \"" + dir / "model.pt" + "\"}}\n"
                 "{\"denoise\": {}}\n"

@@ -79,7 +79,11 @@ class Wizard {
   // The chosen model's blob: among the outputs of this session's jobs.
   StatusOr<BlobRef> ChosenModel();
   // Fine-tunes the chosen model with the labels as they are now; it becomes the chosen one.
+  // = SubmitRetrain, Wait, AdoptModel (the wx wizard follows the job between them).
   StatusOr<std::string> Retrain(int64_t timeout_s = 3600, const ProgressFn& progress = {});
+  StatusOr<std::string> SubmitRetrain();
+  // The model a finished train job made becomes the chosen one.
+  Status AdoptModel(const std::string& job_id);
   // Segments the whole volume with the chosen model; returns the job id.
   StatusOr<std::string> Apply();
   // Writes the applied labels (TIFF, readable by Fiji) and the chosen model package.
