@@ -65,7 +65,7 @@ StatusOr<std::string> LocalGrid::AddNode(int64_t threads, const std::vector<std:
   const std::vector<std::string> env{"IDLEGRID_CONFIG_DIR=" + n.home + "/config",
                                      "IDLEGRID_CACHE_DIR=" + n.home + "/cache",
                                      "IDLEGRID_DATA_DIR=" + n.home + "/data"};
-  std::vector<std::string> args{bin_ + "/idlegrid-node", "run", "--threads", std::to_string(threads)};
+  std::vector<std::string> args{bin_ + "/idlegrid-node", "run", "--threads", std::to_string(threads), "--exit-with-parent"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   const std::string log = n.home + "/node.log";
   std::fflush(nullptr);  // or the child's freopen would write our buffered output again

@@ -15,6 +15,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <chrono>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -68,6 +69,8 @@ int main(int argc, char** argv) {
   run->add_option("--worker", worker, "idlegrid-worker to run (default: next to this program)");
   run->add_option("--idle-file", idle_file, "read idle time from this file (\"active\", \"idle\" or ms)");
   run->add_option("--heartbeat", heartbeat, "seconds between heartbeats")->check(CLI::Range(1, 3600));
+  bool with_parent = false;
+  run->add_flag("--exit-with-parent", with_parent, "stop (giving work back) when the process that started this one ends");
   auto* status = app.add_subcommand("status", "what the running daemon is doing");
   auto* pause = app.add_subcommand("pause", "suspend the running daemon's work");
   auto* resume = app.add_subcommand("resume", "resume it");
@@ -152,6 +155,17 @@ int main(int argc, char** argv) {
     daemon.Stop();
   });
   signals.detach();
+  if (with_parent) {
+    // A private grid's node (the wizard, the demo): when its parent is gone, however it
+    // went, the node stops as on SIGTERM instead of computing for nobody.
+    const pid_t parent = ::getppid();
+    std::thread([&daemon, parent] {
+      for (int64_t i = 0; i < (int64_t{1} << 40) && ::getppid() == parent; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      }
+      daemon.Stop();
+    }).detach();
+  }
   std::printf("idlegrid-node %s: serving %s (policy %s, idle source %s, status %s)\n", id->node_id.c_str(),
               id->server.c_str(), policy.ToJson()["mode"].get<std::string>().c_str(),
               idle ? idle->name().c_str() : "none", socket.c_str());

@@ -1,8 +1,12 @@
 // The wizard's whole flow through its display-free core, against a real private grid (server
 // + node process + worker): open, paint, train candidates, compare, choose, correct,
 // retrain from the chosen model, apply, export; and reopen the session afterwards.
-#include <catch2/catch.hpp>
+#include <signal.h>
 
+#include <catch2/catch.hpp>
+#include <thread>
+
+#include "child_process.h"
 #include "idlegrid/client/wizard.h"
 #include "idlegrid/models/model.h"
 #include "idlegrid/server/server.h"
@@ -214,6 +218,49 @@ TEST_CASE("the errors a wizard user can meet are clear and lose no labels", "[cl
   auto again = Wizard::Create(o).value();
   REQUIRE(again->Reopen().ok());
   CHECK(again->annotation().counts() == counts);
+}
+
+// Node processes of a private grid whose environment names `dir`, and whether they live.
+std::vector<pid_t> NodesUnder(const std::string& dir) {
+  std::vector<pid_t> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string cmd = testing::Slurp("/proc/" + name + "/cmdline");
+    const std::string env = testing::Slurp("/proc/" + name + "/environ");
+    if (cmd.find("idlegrid-node") != std::string::npos && env.find(dir) != std::string::npos) out.push_back(std::stoi(name));
+  }
+  return out;
+}
+bool Alive(pid_t pid) {
+  const std::string status = testing::Slurp("/proc/" + std::to_string(pid) + "/status");
+  return !status.empty() && status.find("State:\tZ") == std::string::npos;
+}
+
+TEST_CASE("a private grid's nodes stop when the wizard is killed", "[client][wizard]") {
+  testing::TempDir dir;
+  const std::string z = testing::WriteSampleFiles(dir);
+  REQUIRE(!z.empty());
+  testing::Spit(dir / "s.script", testing::ScriptOpening(dir, z) + "{\"train\": {}}\n");
+  testing::ChildProcess wizard({std::string(IDLEGRID_BIN_DIR) + "/idlegrid-wizard", "--script", dir / "s.script",
+                                "--session", dir / "session", "--nodes", "2"});
+  bool training = false;
+  for (int i = 0; i < 200 && !training; ++i) {
+    const auto line = wizard.ReadLine(500);
+    training = line && line->find("running") != std::string::npos;  // a unit is being computed
+  }
+  REQUIRE(training);
+  const std::vector<pid_t> nodes = NodesUnder(dir / "session");
+  REQUIRE(nodes.size() == 2);
+  wizard.Signal(SIGKILL);  // no destructor runs: the nodes must notice by themselves
+  CHECK(wizard.Wait(10000) == 128 + SIGKILL);
+  int alive = 2;
+  for (int i = 0; i < 300 && alive > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    alive = 0;
+    for (pid_t p : nodes) alive += Alive(p);
+  }
+  CHECK(alive == 0);
 }
 
 }  // namespace
