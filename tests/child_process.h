@@ -99,6 +99,18 @@ class ChildProcess {
   std::string buffer_;
 };
 
+// An X server for GUI tests (Xvfb on a display derived from the pid and `base`), stopped
+// with the object.
+struct VirtualDisplay {
+  VirtualDisplay(int base, const std::string& size)
+      : display(":" + std::to_string(base + ::getpid() % 300)),
+        server({"/usr/bin/Xvfb", display, "-screen", "0", size + "x24", "-nolisten", "tcp"}) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  }
+  std::string display;
+  ChildProcess server;
+};
+
 }  // namespace idlegrid::testing
 
 #endif  // IDLEGRID_TESTS_CHILD_PROCESS_H_

@@ -122,23 +122,30 @@ StatusOr<BlobRef> Wizard::UploadLabels() {
   return api_->UploadFile(o_.session_dir + "/labels.tif");
 }
 
-StatusOr<std::string> Wizard::TrainCandidates() {
-  if (!annotation_) return FailedPreconditionError("open a volume first");
-  if (annotation_->classes().size() < 2) return FailedPreconditionError("paint at least two classes");
+StatusOr<models::DataFingerprint> Wizard::Fingerprint(const Volume* labels) {
   models::Resources r;
   r.threads = o_.local_threads;
   IDLEGRID_ASSIGN_OR_RETURN(const Volume* image, Image());
-  IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, models::ComputeFingerprint(*image, &annotation_->labels(), r));
+  return models::ComputeFingerprint(*image, labels, r);
+}
+
+void Wizard::CapForQuickLook(models::ModelConfig& c) const {
+  if (o_.max_steps_per_candidate <= 0) return;
+  c.steps_per_epoch = std::min<int64_t>(c.steps_per_epoch, std::max<int64_t>(1, o_.max_steps_per_candidate / 2));
+  c.epochs = std::min<int64_t>(c.epochs, 2);
+}
+
+StatusOr<std::string> Wizard::TrainCandidates() {
+  if (!annotation_) return FailedPreconditionError("open a volume first");
+  if (annotation_->classes().size() < 2) return FailedPreconditionError("paint at least two classes");
+  IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, Fingerprint(&annotation_->labels()));
   std::vector<models::ModelConfig> candidates = models::PlanCandidates(fp);
   Json list = Json::array();
   for (models::ModelConfig& c : candidates) {
     c.class_names.clear();
     for (const LabelClass& lc : annotation_->classes()) c.class_names.push_back(lc.name);
     c.class_names.resize(static_cast<size_t>(c.num_classes), "class");
-    if (o_.max_steps_per_candidate > 0) {
-      c.steps_per_epoch = std::min<int64_t>(c.steps_per_epoch, std::max<int64_t>(1, o_.max_steps_per_candidate / 2));
-      c.epochs = std::min<int64_t>(c.epochs, 2);
-    }
+    CapForQuickLook(c);
     list.push_back(models::ConfigToJson(c));
   }
   Job job;
@@ -305,13 +312,9 @@ StatusOr<std::string> Wizard::Denoise() {
   job.name = "denoise";
   job.inputs["image"] = image_blob_;
   if (o_.max_steps_per_candidate > 0) {  // a quick look: the planned denoiser, capped
-    models::Resources r;
-    r.threads = o_.local_threads;
-    IDLEGRID_ASSIGN_OR_RETURN(const Volume* image, Image());
-    IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, models::ComputeFingerprint(*image, nullptr, r));
+    IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, Fingerprint(nullptr));
     models::ModelConfig c = models::PlanDenoiser(fp);
-    c.steps_per_epoch = std::min<int64_t>(c.steps_per_epoch, std::max<int64_t>(1, o_.max_steps_per_candidate / 2));
-    c.epochs = std::min<int64_t>(c.epochs, 2);
+    CapForQuickLook(c);
     job.config = {{"model", models::ConfigToJson(c)}};
   }
   IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->Submit(job));

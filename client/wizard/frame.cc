@@ -145,7 +145,7 @@ bool WizardFrame::RunTask(const wxString& what, std::function<Status()> work, st
   }
   if (task_.joinable()) task_.join();
   busy_ = true;
-  SetStatusText(what == "prediction" || what == "predictions" ? GetStatusBar()->GetStatusText() : what + "...");
+  if (!what.empty()) SetStatusText(what + "...");
   task_ = std::thread([this, work = std::move(work), done = std::move(done)] {
     Status st = work();
     if (stop_) return;

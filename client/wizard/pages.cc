@@ -472,7 +472,7 @@ void PaintPage::RequestPrediction() {
   auto result = std::make_shared<Volume>();
   frame_->Say(wxString::Format("Predicting slice %lld with the chosen model...", static_cast<long long>(z + 1)));
   fetching_ = frame_->RunTask(
-      "prediction",
+      "",  // the status bar already says what is being predicted
       [w, z, result] {
         IDLEGRID_ASSIGN_OR_RETURN(BlobRef model, w->ChosenModel());
         IDLEGRID_ASSIGN_OR_RETURN(*result, w->Predict(model, z, z + 1));
@@ -613,7 +613,7 @@ void ComparePage::ShowSlice(int64_t z) {
   const int64_t at = z_;
   frame_->Say(wxString::Format("Each candidate segments slice %lld...", static_cast<long long>(at + 1)));
   fetching_ = frame_->RunTask(
-      "predictions",
+      "",  // the status bar already says what is being predicted
       [w, models, at, result] {
         IDLEGRID_ASSIGN_OR_RETURN(*result, w->PredictAll(models, at, at + 1));
         return Status::Ok();

@@ -54,9 +54,8 @@ TEST_CASE("the tray app under Xvfb with a system tray shows a node's state", "[c
     return;
   }
   testing::TempDir dir;
-  const std::string display = ":" + std::to_string(70 + ::getpid() % 200);
-  testing::ChildProcess xvfb({"/usr/bin/Xvfb", display, "-screen", "0", "800x600x24", "-nolisten", "tcp"});
-  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  testing::VirtualDisplay x(1000, "800x600");
+  const std::string& display = x.display;
   testing::ChildProcess tray_host({"/usr/bin/env", "DISPLAY=" + display, "/usr/bin/trayer", "--edge", "top",
                                    "--align", "right", "--widthtype", "request", "--height", "24"});
   std::this_thread::sleep_for(std::chrono::milliseconds(800));

@@ -72,9 +72,8 @@ TEST_CASE("the wx wizard replays a session through its pages under Xvfb", "[clie
                 "{\"export\": {\"labels\": \"" + dir / "out.tif" + "\", \"model\": \"" + dir / "model.pt" + "\"}}\n"
                 "{\"denoise\": {}}\n"
                 "{\"shot\": \"denoise\"}\n");
-  const std::string display = ":" + std::to_string(300 + ::getpid() % 300);
-  testing::ChildProcess xvfb({"/usr/bin/Xvfb", display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"});
-  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  testing::VirtualDisplay x(1300, "1280x1024");
+  const std::string& display = x.display;
   int rc = -1;
   const std::string out = testing::RunCommand(
       "DISPLAY=" + display + " IDLEGRID_CONFIG_DIR=" + dir / "config" + " timeout 900 " + bin +
@@ -118,9 +117,8 @@ TEST_CASE("the wx wizard says what went wrong and keeps going or stops cleanly",
     return;
   }
   testing::TempDir dir;
-  const std::string display = ":" + std::to_string(600 + ::getpid() % 300);
-  testing::ChildProcess xvfb({"/usr/bin/Xvfb", display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"});
-  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  testing::VirtualDisplay x(1600, "1280x1024");
+  const std::string& display = x.display;
   const std::string env = "DISPLAY=" + display + " IDLEGRID_CONFIG_DIR=" + dir / "config" + " timeout 120 " + bin + "/idlegrid-wizard --gui ";
   // A file that is not a volume: the message names it; a replay stops there (exit 1).
   testing::Spit(dir / "notes.tif", "not an image");

@@ -17,6 +17,7 @@
 #include "idlegrid/client/local_grid.h"
 #include "idlegrid/client/session.h"
 #include "idlegrid/client/slice_view.h"
+#include "idlegrid/models/strategy.h"
 #include "idlegrid/shared/api_client.h"
 
 namespace idlegrid::client {
@@ -97,6 +98,10 @@ class Wizard {
   Status EnsureImageUploaded();
   StatusOr<std::string> SubmitInfer(const BlobRef& model, const std::string& name, const Json& config);
   void Track(const std::string& job_id, const std::string& purpose);
+  // The planning fingerprint of the volume (and labels), for this machine's threads.
+  StatusOr<models::DataFingerprint> Fingerprint(const Volume* labels);
+  // --max-steps: a plan cut to a few steps (tests, quick looks).
+  void CapForQuickLook(models::ModelConfig& c) const;
 
   WizardOptions o_;
   std::unique_ptr<LocalGrid> local_;
