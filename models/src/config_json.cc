@@ -22,6 +22,7 @@ Json ConfigToJson(const ModelConfig& c) {
               {"steps_per_epoch", c.steps_per_epoch},
               {"class_weights", c.class_weights},
               {"augment", c.augment},
+              {"dice_weight", c.dice_weight},
               {"validation_fraction", c.validation_fraction},
               {"class_names", c.class_names}};
 }
@@ -69,7 +70,12 @@ StatusOr<ModelConfig> ConfigFromJson(const Json& j, const std::string& where) {
     }
     c.class_weights.push_back(w.get<double>());
   }
-  c.augment = r.Bool("augment");
+  if (j.is_object() && j.contains("augment") && j["augment"].is_boolean()) {
+    c.augment = r.Bool("augment") ? "full" : "none";  // configurations from before the levels
+  } else {
+    c.augment = r.Enum("augment", {"none", "flips", "rot90", "full"});
+  }
+  c.dice_weight = r.Has("dice_weight") ? r.Number("dice_weight", 0, 100) : 1.0;
   c.validation_fraction = r.Number("validation_fraction", 0, 1);
   for (const Json& n : r.Array("class_names", 255)) {
     if (!n.is_string() || n.get_ref<const std::string&>().size() > 64) {

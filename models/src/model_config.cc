@@ -27,6 +27,10 @@ Status ModelConfig::Validate() const {
   }
   if (in_channels < 1 || in_channels > 16) return bad("in_channels", "must be 1..16");
   if (norm_layer != "batch" && norm_layer != "none") return bad("norm_layer", "must be batch or none");
+  if (augment != "none" && augment != "flips" && augment != "rot90" && augment != "full") {
+    return bad("augment", "must be none, flips, rot90 or full");
+  }
+  if (!(dice_weight >= 0 && dice_weight <= 100)) return bad("dice_weight", "must be in [0, 100]");
   if (task == Task::kSegment && (num_classes < 2 || num_classes > 255)) {
     return bad("num_classes", "must be 2..255");
   }

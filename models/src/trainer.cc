@@ -206,7 +206,7 @@ void Trainer::Impl::SampleBatch(torch::Tensor* batch, torch::Tensor* target) {
     }
     img = img.contiguous().clone();
     if (lab.defined()) lab = lab.contiguous().clone();
-    if (config.augment) Augment(img, lab, rng, gen, /*intensity=*/config.task == Task::kSegment);
+    Augment(img, lab, rng, gen, config.augment, /*intensity=*/config.task == Task::kSegment);
     images.push_back(img);
     if (lab.defined()) labels.push_back(lab);
   }
@@ -335,7 +335,7 @@ StatusOr<StepInfo> Trainer::Step() {
     torch::Tensor batch, target;
     t.SampleBatch(&batch, &target);
     torch::Tensor loss = t.config.task == Task::kSegment
-                             ? SparseSegmentationLoss(t.net.forward(batch), target, t.class_weights)
+                             ? SparseSegmentationLoss(t.net.forward(batch), target, t.class_weights, t.config.dice_weight)
                              : Neighbor2NeighborLoss(t.net, batch, 2.0, t.gen);
     t.optimizer->zero_grad();
     loss.backward();

@@ -25,12 +25,13 @@ torch::Tensor Blur(const torch::Tensor& x, double sigma) {
 }  // namespace
 
 torch::Tensor SparseSegmentationLoss(const torch::Tensor& logits, const torch::Tensor& target,
-                                     const torch::Tensor& class_weights) {
+                                     const torch::Tensor& class_weights, double dice_weight) {
   const int64_t k = logits.size(1);
   torch::Tensor t = target - 1;  // -1 = unlabelled, ignored
   auto ce_options = torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1);
   if (class_weights.defined()) ce_options.weight(class_weights);
   torch::Tensor ce = torch::nn::functional::cross_entropy(logits, t, ce_options);
+  if (dice_weight == 0) return ce;
   // Soft Dice over the batch, on labelled voxels only.
   torch::Tensor mask = (t >= 0).unsqueeze(1).to(logits.scalar_type());            // [B,1,...]
   torch::Tensor probs = torch::softmax(logits, 1) * mask;
@@ -42,7 +43,7 @@ torch::Tensor SparseSegmentationLoss(const torch::Tensor& logits, const torch::T
   torch::Tensor present = (onehot.sum(dims) > 0).to(logits.scalar_type());
   torch::Tensor dice = (2 * inter + 1e-5) / (denom + 1e-5);
   torch::Tensor dice_loss = 1 - (dice * present).sum() / present.sum().clamp_min(1);
-  return ce + dice_loss;
+  return ce + dice_weight * dice_loss;
 }
 
 torch::Tensor Neighbor2NeighborLoss(torch::nn::AnyModule& net, const torch::Tensor& noisy,
@@ -76,7 +77,8 @@ torch::Tensor Neighbor2NeighborLoss(torch::nn::AnyModule& net, const torch::Tens
 }
 
 void Augment(torch::Tensor& image, torch::Tensor& labels, std::mt19937_64& rng, at::Generator& gen,
-             bool intensity) {
+             const std::string& level, bool intensity) {
+  if (level == "none") return;
   const int64_t h = image.dim() - 2, w = image.dim() - 1;          // image dims
   const int64_t lh = labels.defined() ? labels.dim() - 2 : 0, lw = lh + 1;
   auto flip = [&](int64_t di, int64_t dl) {
@@ -86,6 +88,7 @@ void Augment(torch::Tensor& image, torch::Tensor& labels, std::mt19937_64& rng, 
   if (Chance(rng, 0.5)) flip(w, lw);
   if (Chance(rng, 0.5)) flip(h, lh);
   if (image.dim() == 4 && Chance(rng, 0.5)) flip(1, 0);  // 3D: depth
+  if (level == "flips") return;
   if (image.size(h) == image.size(w)) {
     int64_t k = static_cast<int64_t>(rng() % 4);
     if (k != 0) {
@@ -93,6 +96,7 @@ void Augment(torch::Tensor& image, torch::Tensor& labels, std::mt19937_64& rng, 
       if (labels.defined()) labels = labels.rot90(k, {lh, lw});
     }
   }
+  if (level == "rot90") return;
   if (Chance(rng, 0.3)) {  // small rotation and scaling, same for every slice of a 3D patch
     double angle = Uniform(rng, -0.26, 0.26), scale = Uniform(rng, 0.9, 1.1);
     double ca = std::cos(angle) / scale, sa = std::sin(angle) / scale;

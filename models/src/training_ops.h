@@ -3,16 +3,17 @@
 #define IDLEGRID_MODELS_SRC_TRAINING_OPS_H_
 
 #include <random>
+#include <string>
 
 #include <torch/torch.h>
 
 namespace idlegrid::models {
 
-// Cross-entropy plus soft Dice over labelled voxels only. logits [B, K, ...]; target
-// [B, ...] int64 with 0 = unlabelled and 1..K the classes; class_weights [K] or undefined.
-// Unlabelled voxels contribute nothing, not even to the gradient.
+// Cross-entropy plus `dice_weight` times soft Dice, over labelled voxels only. logits
+// [B, K, ...]; target [B, ...] int64 with 0 = unlabelled and 1..K the classes; class_weights
+// [K] or undefined. Unlabelled voxels contribute nothing, not even to the gradient.
 torch::Tensor SparseSegmentationLoss(const torch::Tensor& logits, const torch::Tensor& target,
-                                     const torch::Tensor& class_weights);
+                                     const torch::Tensor& class_weights, double dice_weight = 1.0);
 
 // Neighbor2Neighbor (Huang et al. 2021): two sub-images of each 2x2 cell's neighbouring
 // pixels are each other's noisy target; `gamma` weighs the consistency term. noisy
@@ -21,11 +22,13 @@ torch::Tensor Neighbor2NeighborLoss(torch::nn::AnyModule& net, const torch::Tens
                                     double gamma, at::Generator& gen);
 
 // In-place on one sample: image [C, (D,) H, W] and labels [(D,) H, W] (int64, may be
-// undefined for denoising). Flips, 90-degree rotations (square patches), a small rotation
-// and scaling, and intensity changes (contrast, brightness, gamma, noise, blur). All random
-// choices come from `rng` and `gen`, so a run is reproducible from their states.
+// undefined for denoising). `level` as ModelConfig::augment: "flips" flips every axis,
+// "rot90" adds 90-degree rotations (square patches), "full" adds a small rotation and
+// scaling and, with `intensity`, intensity changes (contrast, brightness, gamma, noise,
+// blur). All random choices come from `rng` and `gen`, so a run is reproducible from their
+// states.
 void Augment(torch::Tensor& image, torch::Tensor& labels, std::mt19937_64& rng, at::Generator& gen,
-             bool intensity);
+             const std::string& level, bool intensity);
 
 }  // namespace idlegrid::models
 

@@ -71,6 +71,46 @@ TEST_CASE("more labels buy more training; a GPU buys bigger patches", "[strategy
   CHECK(denoise.Validate().ok());
 }
 
+TEST_CASE("scribble rules: cross-entropy alone, rotations only while labels are few", "[strategy]") {
+  const MaterialsSample& s = SmallSample();
+  DataFingerprint fp = ComputeFingerprint(s.image, &s.scribbles, {}).value();
+  fp.labelled_total = 5000;
+  for (const ModelConfig& c : PlanCandidates(fp)) {
+    CHECK(c.augment == "rot90");
+    CHECK(c.dice_weight == 0);
+    CHECK(c.Validate().ok());
+  }
+  const int64_t few_steps = PlanCandidates(fp)[0].epochs * PlanCandidates(fp)[0].steps_per_epoch;
+  fp.labelled_total = 50000;
+  for (const ModelConfig& c : PlanCandidates(fp)) CHECK(c.augment == "flips");
+  const ModelConfig fifty = PlanCandidates(fp)[0];
+  CHECK(few_steps == 450);
+  CHECK(fifty.epochs * fifty.steps_per_epoch == 900);
+  CHECK(PlanDenoiser(fp).augment == "full");
+}
+
+TEST_CASE("augmentation levels and the Dice weight travel in JSON; older booleans still read", "[strategy]") {
+  ModelConfig c = testing::TinyConfig("unet2d");
+  c.augment = "rot90";
+  c.dice_weight = 0.25;
+  ModelConfig back = ConfigFromJson(ConfigToJson(c)).value();
+  CHECK(back.augment == "rot90");
+  CHECK(back.dice_weight == 0.25);
+  Json j = ConfigToJson(c);
+  j["augment"] = true;  // a configuration from before the levels
+  j.erase("dice_weight");
+  back = ConfigFromJson(j).value();
+  CHECK(back.augment == "full");
+  CHECK(back.dice_weight == 1.0);
+  j["augment"] = false;
+  CHECK(ConfigFromJson(j).value().augment == "none");
+  j["augment"] = "sideways";
+  CHECK(ConfigFromJson(j).status().message().find("augment") != std::string::npos);
+  j["augment"] = "flips";
+  j["dice_weight"] = -1;
+  CHECK(ConfigFromJson(j).status().message().find("dice_weight") != std::string::npos);
+}
+
 TEST_CASE("unusable data is refused with a reason", "[strategy]") {
   const MaterialsSample& s = SmallSample();
   Volume none = Volume::Create({12, 64, 64, 1}, DType::kUInt8).value();

@@ -27,7 +27,7 @@ TEST_CASE("every architecture learns: the loss falls within a few steps", "[mode
   for (const char* arch : {"unet2d", "unet25d", "unet3d", "dilated2d"}) {
     INFO(arch);
     ModelConfig c = TinyConfig(arch, 1, 40);
-    c.augment = false;  // a clean signal of learning
+    c.augment = "none";  // a clean signal of learning
     c.learning_rate = 3e-3;
     auto t = MakeTrainer(c);
     std::vector<double> losses;
@@ -68,6 +68,69 @@ TEST_CASE("unlabelled voxels do not contribute to the loss or its gradient", "[m
   // Class weights change the loss.
   torch::Tensor w = torch::tensor({1.0f, 5.0f, 1.0f});
   CHECK(SparseSegmentationLoss(logits.detach(), target, w).item<double>() != Approx(loss.item<double>()));
+}
+
+TEST_CASE("a Dice weight of 0 leaves the class-weighted cross-entropy alone", "[models][train]") {
+  torch::manual_seed(1);
+  torch::Tensor logits = torch::randn({2, 3, 8, 8});
+  torch::Tensor target = torch::randint(0, 4, {2, 8, 8}, torch::kLong);  // 0 = unlabelled
+  torch::Tensor w = torch::tensor({0.5f, 2.0f, 1.0f});
+  auto ce = torch::nn::functional::cross_entropy(
+      logits, target - 1, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1).weight(w));
+  CHECK(SparseSegmentationLoss(logits, target, w, 0.0).item<double>() == Approx(ce.item<double>()).epsilon(1e-6));
+  const double with_dice = SparseSegmentationLoss(logits, target, w, 1.0).item<double>();
+  const double half_dice = SparseSegmentationLoss(logits, target, w, 0.5).item<double>();
+  CHECK(with_dice > ce.item<double>());
+  CHECK(half_dice == Approx((with_dice + ce.item<double>()) / 2).epsilon(1e-6));
+}
+
+TEST_CASE("augmentation levels: none, flips only, 90-degree rotations, full", "[models][train]") {
+  // An image whose value names its pixel: every output must be one of the allowed
+  // rearrangements of it, and the labels must move with the image.
+  torch::Tensor base = torch::arange(16 * 16, torch::kFloat32).view({1, 16, 16});
+  torch::Tensor base_labels = torch::arange(16 * 16, torch::kLong).view({16, 16});
+  auto flips = [&](const torch::Tensor& t, int64_t h, int64_t w) {
+    return std::vector<torch::Tensor>{t, t.flip({w}), t.flip({h}), t.flip({h, w})};
+  };
+  auto count_matching = [&](const std::string& level, const std::vector<torch::Tensor>& allowed) {
+    std::mt19937_64 rng(3);
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+    int matching = 0;
+    bool transposed_seen = false;
+    for (int i = 0; i < 64; ++i) {
+      torch::Tensor img = base.clone(), lab = base_labels.clone();
+      Augment(img, lab, rng, gen, level, /*intensity=*/true);
+      bool any = false;
+      for (const torch::Tensor& a : allowed) any = any || torch::equal(img, a);
+      matching += any;
+      CHECK(torch::equal(img[0].to(torch::kLong), lab));  // labels follow the image exactly
+      // Transposed variants: what only rotations by 90 or 270 degrees produce.
+      for (const torch::Tensor& a : flips(base.transpose(1, 2), 1, 2)) transposed_seen |= torch::equal(img, a);
+    }
+    return std::make_pair(matching, transposed_seen);
+  };
+  auto none = count_matching("none", {base});
+  CHECK(none.first == 64);
+  auto fl = count_matching("flips", flips(base, 1, 2));
+  CHECK(fl.first == 64);
+  CHECK_FALSE(fl.second);
+  std::vector<torch::Tensor> dihedral = flips(base, 1, 2);
+  for (const torch::Tensor& t : flips(base.transpose(1, 2), 1, 2)) dihedral.push_back(t);
+  auto rot = count_matching("rot90", dihedral);
+  CHECK(rot.first == 64);
+  CHECK(rot.second);
+  // "full" resamples and changes intensities: some draws leave the dihedral group.
+  std::mt19937_64 rng(3);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  int outside = 0;
+  for (int i = 0; i < 64; ++i) {
+    torch::Tensor img = base.clone(), lab = base_labels.clone();
+    Augment(img, lab, rng, gen, "full", /*intensity=*/true);
+    bool any = false;
+    for (const torch::Tensor& a : dihedral) any = any || torch::equal(img, a);
+    outside += !any;
+  }
+  CHECK(outside > 10);
 }
 
 // Trains from scratch to the end, stopping and resuming from a checkpoint (in a new Trainer,

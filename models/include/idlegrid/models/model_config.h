@@ -46,7 +46,12 @@ struct ModelConfig {
   int64_t epochs = 10;              // total epochs of the chain
   int64_t steps_per_epoch = 25;
   std::vector<double> class_weights;  // size num_classes; empty = equal
-  bool augment = true;
+  // On-the-fly augmentation (training_ops.h): "none", "flips", "rot90" (flips and 90-degree
+  // rotations) or "full" (also a small rotation/scaling and, for segmentation, intensity
+  // changes). Older configurations' `true`/`false` read as "full"/"none".
+  std::string augment = "full";
+  // Weight of the soft Dice term next to cross-entropy (0 = cross-entropy alone).
+  double dice_weight = 1.0;
   double validation_fraction = 0.2;   // of the labelled strokes, per class
   std::vector<std::string> class_names;
 
