@@ -88,19 +88,25 @@ int TrainStep(int threads, int batch, int patch, int filters, int depth, int cla
   return 0;
 }
 
-// Trains within `budget_s`: the strategy's configuration with its epochs capped to what a
-// measured step time allows (90% of what is left; the rest is validation passes).
+// Trains within `budget_s`: the strategy's configuration with its epochs capped to what the
+// measured cost of a step and of an epoch's validation pass allow (95% of what is left, so
+// that the learning-rate schedule runs to its end rather than being cut by the budget).
 std::unique_ptr<Trainer> TrainWithin(ModelConfig c, const Volume& image, const Volume* labels,
                                      double budget_s, double* seconds) {
   auto start = Clock::now();
-  auto probe = Must(Trainer::Create(c, image, labels, {}));
-  for (int i = 0; i < 2; ++i) Must(probe->Step().status());  // warm-up
+  ModelConfig probe_config = c;  // one short epoch: 2 warm-up steps, 6 timed, a validation
+  probe_config.epochs = 1;
+  probe_config.steps_per_epoch = 8;
+  auto probe = Must(Trainer::Create(probe_config, image, labels, {}));
+  for (int i = 0; i < 2; ++i) Must(probe->Step().status());
   auto t0 = Clock::now();
   for (int i = 0; i < 6; ++i) Must(probe->Step().status());
-  double per_step = Since(t0) / 6;
-  double left = budget_s - Since(start);
-  int64_t steps = static_cast<int64_t>(0.9 * left / per_step);
-  c.epochs = std::clamp<int64_t>(steps / c.steps_per_epoch, 1, c.epochs);
+  const double per_step = Since(t0) / 6;
+  t0 = Clock::now();
+  Must(probe->FinishEpoch().status());
+  const double per_epoch = per_step * static_cast<double>(c.steps_per_epoch) + Since(t0);
+  const double left = budget_s - Since(start);
+  c.epochs = std::clamp<int64_t>(static_cast<int64_t>(0.95 * left / per_epoch), 1, c.epochs);
   auto trainer = Must(Trainer::Create(c, image, labels, {}));
   Trainer::Hooks hooks;
   hooks.should_stop = [&] { return Since(start) > budget_s; };
