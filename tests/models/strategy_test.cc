@@ -80,11 +80,11 @@ TEST_CASE("scribble rules: cross-entropy alone, rotations only while labels are 
     CHECK(c.dice_weight == 0);
     CHECK(c.Validate().ok());
   }
-  const int64_t few_steps = PlanCandidates(fp)[0].epochs * PlanCandidates(fp)[0].steps_per_epoch;
+  const ModelConfig few = PlanCandidates(fp)[0];
   fp.labelled_total = 50000;
   for (const ModelConfig& c : PlanCandidates(fp)) CHECK(c.augment == "flips");
   const ModelConfig fifty = PlanCandidates(fp)[0];
-  CHECK(few_steps == 450);
+  CHECK(few.epochs * few.steps_per_epoch == 450);
   CHECK(fifty.epochs * fifty.steps_per_epoch == 900);
   CHECK(PlanDenoiser(fp).augment == "full");
 }
