@@ -116,6 +116,16 @@ std::unique_ptr<Trainer> TrainWithin(ModelConfig c, const Volume& image, const V
   return trainer;
 }
 
+// Experiments only: IDLEGRID_BENCH_OVERRIDE='{"learning_rate": 0.003}' replaces fields of
+// every configuration the benchmark trains.
+ModelConfig Overridden(const ModelConfig& c) {
+  const char* o = std::getenv("IDLEGRID_BENCH_OVERRIDE");
+  if (o == nullptr) return c;
+  Json j = ConfigToJson(c);
+  j.merge_patch(Must(ParseJson(o)));
+  return Must(ConfigFromJson(j));
+}
+
 double MeanDice(const Volume& pred, const Volume& truth, int64_t classes) {
   double sum = 0;
   for (int64_t c = 1; c <= classes; ++c) {
@@ -142,12 +152,7 @@ int Segment(const std::string& dir, const std::string& scribbles, double budget,
   double best = 0, picked = 0, best_val = -1;
   std::string best_name, picked_name;
   for (ModelConfig c : PlanCandidates(fp)) {
-    // Experiments only: IDLEGRID_BENCH_OVERRIDE='{"learning_rate": 0.003}' replaces fields.
-    if (const char* o = std::getenv("IDLEGRID_BENCH_OVERRIDE")) {
-      Json j = ConfigToJson(c);
-      j.merge_patch(Must(ParseJson(o)));
-      c = Must(ConfigFromJson(j));
-    }
+    c = Overridden(c);
     if (const char* only = std::getenv("IDLEGRID_BENCH_ONLY")) {
       if (c.name != only) continue;
     }
@@ -177,6 +182,7 @@ int Denoise(const std::string& dir, double budget, int threads) {
   resources.threads = threads;
   ModelConfig c = PlanDenoiser(Must(ComputeFingerprint(noisy, nullptr, resources)));
   c.epochs = 100000;  // the budget decides
+  c = Overridden(c);
   double seconds = 0;
   auto trainer = TrainWithin(c, noisy, nullptr, budget, &seconds);
   Must(trainer->ExportModel(dir + "/denoiser.pt"));

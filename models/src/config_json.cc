@@ -23,6 +23,7 @@ Json ConfigToJson(const ModelConfig& c) {
               {"class_weights", c.class_weights},
               {"augment", c.augment},
               {"dice_weight", c.dice_weight},
+              {"n2n_gamma", c.n2n_gamma},
               {"validation_fraction", c.validation_fraction},
               {"class_names", c.class_names}};
 }
@@ -76,6 +77,7 @@ StatusOr<ModelConfig> ConfigFromJson(const Json& j, const std::string& where) {
     c.augment = r.Enum("augment", {"none", "flips", "rot90", "full"});
   }
   c.dice_weight = r.Has("dice_weight") ? r.Number("dice_weight", 0, 100) : 1.0;
+  c.n2n_gamma = r.Has("n2n_gamma") ? r.Number("n2n_gamma", 0, 100) : 2.0;  // older: 2
   c.validation_fraction = r.Number("validation_fraction", 0, 1);
   for (const Json& n : r.Array("class_names", 255)) {
     if (!n.is_string() || n.get_ref<const std::string&>().size() > 64) {

@@ -31,6 +31,7 @@ Status ModelConfig::Validate() const {
     return bad("augment", "must be none, flips, rot90 or full");
   }
   if (!(dice_weight >= 0 && dice_weight <= 100)) return bad("dice_weight", "must be in [0, 100]");
+  if (!(n2n_gamma >= 0 && n2n_gamma <= 100)) return bad("n2n_gamma", "must be in [0, 100]");
   if (task == Task::kSegment && (num_classes < 2 || num_classes > 255)) {
     return bad("num_classes", "must be 2..255");
   }

@@ -336,7 +336,7 @@ StatusOr<StepInfo> Trainer::Step() {
     t.SampleBatch(&batch, &target);
     torch::Tensor loss = t.config.task == Task::kSegment
                              ? SparseSegmentationLoss(t.net.forward(batch), target, t.class_weights, t.config.dice_weight)
-                             : Neighbor2NeighborLoss(t.net, batch, 2.0, t.gen);
+                             : Neighbor2NeighborLoss(t.net, batch, t.config.n2n_gamma, t.gen);
     t.optimizer->zero_grad();
     loss.backward();
     torch::nn::utils::clip_grad_norm_(t.module->parameters(), kGradClip);

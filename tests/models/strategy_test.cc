@@ -86,22 +86,44 @@ TEST_CASE("scribble rules: cross-entropy alone, rotations only while labels are 
   const ModelConfig fifty = PlanCandidates(fp)[0];
   CHECK(few.epochs * few.steps_per_epoch == 450);
   CHECK(fifty.epochs * fifty.steps_per_epoch == 900);
-  CHECK(PlanDenoiser(fp).augment == "full");
 }
 
-TEST_CASE("augmentation levels and the Dice weight travel in JSON; older booleans still read", "[strategy]") {
+TEST_CASE("denoiser rules: rotations without resampling, gamma 1, steps from the image size", "[strategy]") {
+  const MaterialsSample& s = SmallSample();
+  DataFingerprint fp = ComputeFingerprint(s.image, nullptr, {}).value();
+  ModelConfig small = PlanDenoiser(fp);
+  CHECK(small.augment == "rot90");  // affine resampling would correlate neighbouring noise
+  CHECK(small.n2n_gamma == 1.0);
+  CHECK(small.base_filters == 16);
+  CHECK(small.norm_layer == "none");
+  CHECK(small.Validate().ok());
+  CHECK(small.epochs * small.steps_per_epoch == 1200);
+  fp.shape = {100, 512, 512, 1};
+  ModelConfig stack = PlanDenoiser(fp);
+  CHECK(stack.epochs * stack.steps_per_epoch == 4000);
+  fp.resources.gpu = true;
+  ModelConfig gpu = PlanDenoiser(fp);
+  CHECK(gpu.epochs * gpu.steps_per_epoch == 8000);
+  CHECK(gpu.base_filters == 48);
+}
+
+TEST_CASE("augmentation levels, Dice weight and gamma travel in JSON; older configurations still read", "[strategy]") {
   ModelConfig c = testing::TinyConfig("unet2d");
   c.augment = "rot90";
   c.dice_weight = 0.25;
+  c.n2n_gamma = 0.5;
   ModelConfig back = ConfigFromJson(ConfigToJson(c)).value();
   CHECK(back.augment == "rot90");
   CHECK(back.dice_weight == 0.25);
+  CHECK(back.n2n_gamma == 0.5);
   Json j = ConfigToJson(c);
   j["augment"] = true;  // a configuration from before the levels
   j.erase("dice_weight");
+  j.erase("n2n_gamma");
   back = ConfigFromJson(j).value();
   CHECK(back.augment == "full");
   CHECK(back.dice_weight == 1.0);
+  CHECK(back.n2n_gamma == 2.0);  // what older denoising chains trained with
   j["augment"] = false;
   CHECK(ConfigFromJson(j).value().augment == "none");
   j["augment"] = "sideways";
@@ -109,6 +131,11 @@ TEST_CASE("augmentation levels and the Dice weight travel in JSON; older boolean
   j["augment"] = "flips";
   j["dice_weight"] = -1;
   CHECK(ConfigFromJson(j).status().message().find("dice_weight") != std::string::npos);
+  j["dice_weight"] = 0;
+  j["n2n_gamma"] = -0.5;
+  CHECK(ConfigFromJson(j).status().message().find("n2n_gamma") != std::string::npos);
+  c.n2n_gamma = 1000;
+  CHECK(c.Validate().message().find("n2n_gamma") != std::string::npos);
 }
 
 TEST_CASE("unusable data is refused with a reason", "[strategy]") {

@@ -84,6 +84,27 @@ TEST_CASE("a Dice weight of 0 leaves the class-weighted cross-entropy alone", "[
   CHECK(half_dice == Approx((with_dice + ce.item<double>()) / 2).epsilon(1e-6));
 }
 
+TEST_CASE("the denoiser's consistency weight gamma reaches its loss, linearly", "[models][train]") {
+  // The first step's loss is taken before any update, from the same seed, so it differs
+  // between the three trainers only through gamma: rec + gamma * consistency.
+  const MaterialsSample& s = testing::SmallSample();
+  ModelConfig c = PlanDenoiser(ComputeFingerprint(s.image, nullptr, {}).value());
+  c.base_filters = 8;
+  c.depth = 2;
+  c.patch_y = c.patch_x = 32;
+  c.batch_size = 2;
+  c.epochs = 1;
+  c.steps_per_epoch = 2;
+  auto first_loss = [&](double gamma) {
+    c.n2n_gamma = gamma;
+    auto t = Trainer::Create(c, s.image, nullptr, {}).value();
+    return t->Step().value().loss;
+  };
+  const double none = first_loss(0), one = first_loss(1), two = first_loss(2);
+  CHECK(two > none);
+  CHECK(one == Approx((none + two) / 2).epsilon(1e-5));
+}
+
 TEST_CASE("augmentation levels: none, flips only, 90-degree rotations, full", "[models][train]") {
   // An image whose value names its pixel: every output must be one of the allowed
   // rearrangements of it, and the labels must move with the image.

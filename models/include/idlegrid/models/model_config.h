@@ -52,6 +52,9 @@ struct ModelConfig {
   std::string augment = "full";
   // Weight of the soft Dice term next to cross-entropy (0 = cross-entropy alone).
   double dice_weight = 1.0;
+  // Denoising: weight of Neighbor2Neighbor's consistency term (gamma in Huang et al. 2021),
+  // which pulls the sub-image prediction towards the full-image one (training_ops.h).
+  double n2n_gamma = 2.0;
   double validation_fraction = 0.2;   // of the labelled strokes, per class
   std::vector<std::string> class_names;
 
