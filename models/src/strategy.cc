@@ -138,8 +138,10 @@ StatusOr<DataFingerprint> ComputeFingerprint(const Volume& image, const Volume* 
 //    meant to generalise to other volumes;
 //  * optimiser: Adam, lr 6e-3 (3e-3 gave 0.981, 1e-2 0.983, 6e-3 0.983 with 8 filters), weight
 //    decay 3e-5, with a short warm-up and polynomial decay over the whole chain (trainer.cc);
-//  * budget: 50 steps per epoch (one validation pass each) and 400 + labelled/100 steps
-//    in all (5k painted px -> 450 steps, 50k -> 900, 1M -> 3000 capped), doubled on GPU;
+//  * budget: 50 steps per epoch (one validation pass each) and 550 + labelled/100 steps
+//    in all (5k painted px -> 600 steps, 50k -> 1050, 1M -> 3000 capped), doubled on GPU.
+//    Few labels need steps too: at 5k px, 600 steps reached 0.948/0.980 Dice (two seeds)
+//    where 450 reached 0.937/0.979;
 //  * class weights: inverse square root of each class's share of the labels, mean 1.
 static ModelConfig BaseConfig(const DataFingerprint& fp) {
   ModelConfig c;
@@ -158,7 +160,7 @@ static ModelConfig BaseConfig(const DataFingerprint& fp) {
   c.dice_weight = 0;
   c.augment = fp.labelled_total < 20000 ? "rot90" : "flips";
   c.steps_per_epoch = 50;
-  int64_t steps = std::clamp<int64_t>(400 + fp.labelled_total / 100, 400, 3000) * (gpu ? 2 : 1);
+  int64_t steps = std::clamp<int64_t>(550 + fp.labelled_total / 100, 600, 3000) * (gpu ? 2 : 1);
   c.epochs = std::max<int64_t>(1, steps / c.steps_per_epoch);
   if (fp.num_classes > 0) {
     double total = static_cast<double>(fp.labelled_total);
@@ -255,9 +257,11 @@ std::vector<ModelConfig> PlanCandidates(const DataFingerprint& fp) {
 //  * no batch norm: it trains on half-resolution sub-images and infers at full resolution,
 //    and the running statistics do not carry over (28.7 without vs 27.8 with it);
 //  * lr 3e-3, 25 steps per epoch, 1200 steps for an image up to about 500x500 px, one more
-//    step per 200 px beyond, at most 4000 (doubled on GPU). Inference averages the four
-//    flips (the transposes add 0.03 dB; predicting the four sub-images and interleaving
-//    them loses 0.9 dB: the network learned a neighbour's value, half a pixel away).
+//    step per 200 px beyond, at most 4000 (doubled on GPU). Inference averages all eight
+//    symmetries of the square, as rotation-trained denoisers do in model.cc (the
+//    transposes add 0.01-0.05 dB to the four flips; predicting the four sub-images and
+//    interleaving them loses 0.9 dB: the network learned a neighbour's value, half a pixel
+//    away).
 ModelConfig PlanDenoiser(const DataFingerprint& fp) {
   ModelConfig c = BaseConfig(fp);
   c.task = Task::kDenoise;

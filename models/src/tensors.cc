@@ -68,20 +68,24 @@ int64_t FloorTo(int64_t v, int64_t m) { return std::max<int64_t>(m, v / m * m); 
 // Runs the network on its own device and returns the output on the CPU, where tiles are
 // blended.
 torch::Tensor Forward(torch::nn::AnyModule& net, const ModelConfig& config, torch::Tensor x,
-                      bool flip_tta) {
+                      int views) {
   const torch::Device device = ModuleOf(net)->parameters().front().device();
   x = x.to(device);
   auto run = [&](const torch::Tensor& in) {
     torch::Tensor out = net.forward(in);
     return (config.task == Task::kSegment ? torch::softmax(out, 1) : out).to(torch::kCPU);
   };
-  if (!flip_tta) return run(x);
+  if (views <= 1) return run(x);
   const int64_t h = x.dim() - 2, w = x.dim() - 1;
-  torch::Tensor acc = run(x);
-  acc = acc + run(x.flip({w})).flip({w});
-  acc = acc + run(x.flip({h})).flip({h});
-  acc = acc + run(x.flip({h, w})).flip({h, w});
-  return acc / 4;
+  auto flips = [&](const torch::Tensor& in) {
+    torch::Tensor acc = run(in);
+    acc = acc + run(in.flip({w})).flip({w});
+    acc = acc + run(in.flip({h})).flip({h});
+    return acc + run(in.flip({h, w})).flip({h, w});
+  };
+  if (views < 8) return flips(x) / 4;
+  // Transposing in and out is exact for any tile shape: every layer is convolutional.
+  return (flips(x) + flips(x.transpose(h, w).contiguous()).transpose(h, w)) / 8;
 }
 
 }  // namespace
@@ -116,7 +120,7 @@ torch::Tensor PredictSlices(torch::nn::AnyModule& net, const ModelConfig& config
             continue;
           }
           torch::Tensor tile = slab.slice(3, y0, y0 + ty).slice(4, x0, x0 + tx);
-          torch::Tensor out = Forward(net, config, tile, options.flip_tta)[0] * imp;  // [K, tz, ty, tx]
+          torch::Tensor out = Forward(net, config, tile, options.tta_views)[0] * imp;  // [K, tz, ty, tx]
           torch::Tensor part = out.slice(1, lo - z0, hi - z0).permute({1, 0, 2, 3});
           acc.slice(0, lo - out_begin, hi - out_begin).slice(2, y0, y0 + ty).slice(3, x0, x0 + tx) += part;
           weight.slice(0, lo - out_begin, hi - out_begin).slice(2, y0, y0 + ty).slice(3, x0, x0 + tx) +=
@@ -141,7 +145,7 @@ torch::Tensor PredictSlices(torch::nn::AnyModule& net, const ModelConfig& config
             continue;
           }
           torch::Tensor tile = slice.slice(2, y0, y0 + ty).slice(3, x0, x0 + tx);
-          torch::Tensor out = Forward(net, config, tile, options.flip_tta)[0] * imp;
+          torch::Tensor out = Forward(net, config, tile, options.tta_views)[0] * imp;
           acc[z - out_begin].slice(1, y0, y0 + ty).slice(2, x0, x0 + tx) += out;
           weight[z - out_begin].slice(1, y0, y0 + ty).slice(2, x0, x0 + tx) += imp;
         }

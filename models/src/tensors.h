@@ -21,7 +21,9 @@ torch::Tensor LabelTensor(const Volume& labels);
 std::vector<int64_t> TilePositions(int64_t length, int64_t tile);
 
 struct PredictOptions {
-  bool flip_tta = false;  // average over the four in-plane flips
+  // Test-time augmentation: the average over 1 (none), 4 (the in-plane flips) or 8 views
+  // (the flips of the image and of its transpose: all eight symmetries of a square).
+  int tta_views = 1;
   // [out_end - out_begin, Y, X] bool: when defined, tiles that cover none of these voxels are
   // skipped (their voxels come out undefined). Every tile covering a wanted voxel still
   // runs, so wanted voxels get exactly the values of a full prediction.

@@ -51,7 +51,8 @@ torch::Tensor Neighbor2NeighborLoss(torch::nn::AnyModule& net, const torch::Tens
   const int64_t b = noisy.size(0), c = noisy.size(1), h = noisy.size(2) / 2, w = noisy.size(3) / 2;
   // Cells: [B, C, h, w, 4] holding pixels (0,0) (0,1) (1,0) (1,1).
   auto cells = [&](const torch::Tensor& x) {
-    return x.view({b, c, h, 2, w, 2}).permute({0, 1, 2, 4, 3, 5}).reshape({b, c, h, w, 4});
+    const int64_t n = x.size(0);
+    return x.view({n, c, h, 2, w, 2}).permute({0, 1, 2, 4, 3, 5}).reshape({n, c, h, w, 4});
   };
   // First pixel at random; the second one of its two 4-neighbours inside the cell.
   torch::Tensor first = torch::randint(0, 4, {b, 1, h, w, 1}, gen, torch::kLong);
@@ -65,14 +66,22 @@ torch::Tensor Neighbor2NeighborLoss(torch::nn::AnyModule& net, const torch::Tens
     return cells(x).gather(4, idx).squeeze(4);
   };
   torch::Tensor g1 = sub(noisy, first), g2 = sub(noisy, second);
+  torch::Tensor out = net.forward(g1);
+  torch::Tensor rec = torch::mse_loss(out, g2);
+  // The consistency term needs the network on the full-resolution patch, four times the
+  // pixels of a sub-image: over the whole batch that forward pass cost more than half of a
+  // step. A quarter of the batch estimates the same mean (4 x 4096 px at 64 px patches), and
+  // a step costs 0.6x as much (bench/denoise: 3800 steps and 29.27 dB in 300 s against 2300
+  // steps and 29.17 dB).
+  const int64_t r = std::max<int64_t>(1, b / 4);
   torch::Tensor full;
   {
     torch::NoGradGuard no_grad;
-    full = net.forward(noisy);
+    full = net.forward(noisy.slice(0, 0, r));
   }
-  torch::Tensor out = net.forward(g1);
-  torch::Tensor rec = torch::mse_loss(out, g2);
-  torch::Tensor reg = torch::mse_loss(out - g2, sub(full, first) - sub(full, second));
+  torch::Tensor f1 = cells(full).gather(4, first.slice(0, 0, r)).squeeze(4);
+  torch::Tensor f2 = cells(full).gather(4, second.slice(0, 0, r)).squeeze(4);
+  torch::Tensor reg = torch::mse_loss(out.slice(0, 0, r) - g2.slice(0, 0, r), f1 - f2);
   return rec + gamma * reg;
 }
 

@@ -16,8 +16,8 @@ torch::Tensor SparseSegmentationLoss(const torch::Tensor& logits, const torch::T
                                      const torch::Tensor& class_weights, double dice_weight = 1.0);
 
 // Neighbor2Neighbor (Huang et al. 2021): two sub-images of each 2x2 cell's neighbouring
-// pixels are each other's noisy target; `gamma` weighs the consistency term. noisy
-// [B, C, H, W] with even H and W.
+// pixels are each other's noisy target; `gamma` weighs the consistency term, measured on
+// the first quarter of the batch (at least one patch). noisy [B, C, H, W] with even H and W.
 torch::Tensor Neighbor2NeighborLoss(torch::nn::AnyModule& net, const torch::Tensor& noisy,
                                     double gamma, at::Generator& gen);
 

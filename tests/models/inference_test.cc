@@ -1,6 +1,7 @@
 #include "idlegrid/models/model.h"
 
 #include <cmath>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -95,6 +96,37 @@ TEST_CASE("slab probabilities match the whole volume's to 1e-5", "[models][infer
       CHECK(diff <= 1e-5);
     }
   }
+}
+
+TEST_CASE("test-time augmentation averages the flips, or all eight symmetries of the square", "[models][infer]") {
+  ModelConfig c = TinyConfig("unet2d");
+  c.patch_y = c.patch_x = 16;
+  torch::manual_seed(5);
+  torch::nn::AnyModule net = BuildNetwork(c);
+  ModuleOf(net)->eval();
+  torch::NoGradGuard no_grad;
+  // One tile (16 x 16, the patch) so the average is over whole-image transforms.
+  torch::Tensor image = torch::randn({1, 1, 16, 16});
+  auto plain = [&](const torch::Tensor& x) { return torch::softmax(net.forward(x), 1); };
+  std::vector<torch::Tensor> views;
+  for (bool t : {false, true}) {
+    torch::Tensor x = t ? image.transpose(2, 3).contiguous() : image;
+    for (std::vector<int64_t> dims : {std::vector<int64_t>{}, {3}, {2}, {2, 3}}) {
+      torch::Tensor out = dims.empty() ? plain(x) : plain(x.flip(dims)).flip(dims);
+      views.push_back(t ? out.transpose(2, 3) : out);
+    }
+  }
+  torch::Tensor four = (views[0] + views[1] + views[2] + views[3]) / 4;
+  torch::Tensor eight = torch::stack(views).mean(0);
+  PredictOptions po;
+  auto predict = [&](int n) {
+    po.tta_views = n;
+    return PredictSlices(net, c, image, 0, 0, 1, 1, po);  // [1, K, 16, 16]
+  };
+  CHECK((predict(1) - views[0]).abs().max().item<double>() <= 1e-6);
+  CHECK((predict(4) - four).abs().max().item<double>() <= 1e-6);
+  CHECK((predict(8) - eight).abs().max().item<double>() <= 1e-6);
+  CHECK((four - eight).abs().max().item<double>() > 1e-3);  // an untrained net is not symmetric
 }
 
 TEST_CASE("self-supervised denoising raises PSNR without clean data", "[models][denoise]") {
