@@ -138,10 +138,10 @@ StatusOr<DataFingerprint> ComputeFingerprint(const Volume& image, const Volume* 
 //    meant to generalise to other volumes;
 //  * optimiser: Adam, lr 6e-3 (3e-3 gave 0.981, 1e-2 0.983, 6e-3 0.983 with 8 filters), weight
 //    decay 3e-5, with a short warm-up and polynomial decay over the whole chain (trainer.cc);
-//  * budget: 50 steps per epoch (one validation pass each) and 550 + labelled/100 steps
-//    in all (5k painted px -> 600 steps, 50k -> 1050, 1M -> 3000 capped), doubled on GPU.
-//    Few labels need steps too: at 5k px, 600 steps reached 0.948/0.980 Dice (two seeds)
-//    where 450 reached 0.937/0.979;
+//  * budget: 50 steps per epoch (one validation pass each) and 400 + labelled/100 steps
+//    in all, at least 600 and at most 3000 (5k painted px -> 600 steps, 50k -> 900, 1M ->
+//    3000), doubled on GPU. Few labels need steps too: at 5k px, 600 steps reached
+//    0.948/0.980 Dice (two seeds) where 450 reached 0.937/0.979;
 //  * class weights: inverse square root of each class's share of the labels, mean 1.
 static ModelConfig BaseConfig(const DataFingerprint& fp) {
   ModelConfig c;
@@ -160,7 +160,7 @@ static ModelConfig BaseConfig(const DataFingerprint& fp) {
   c.dice_weight = 0;
   c.augment = fp.labelled_total < 20000 ? "rot90" : "flips";
   c.steps_per_epoch = 50;
-  int64_t steps = std::clamp<int64_t>(550 + fp.labelled_total / 100, 600, 3000) * (gpu ? 2 : 1);
+  int64_t steps = std::clamp<int64_t>(400 + fp.labelled_total / 100, 600, 3000) * (gpu ? 2 : 1);
   c.epochs = std::max<int64_t>(1, steps / c.steps_per_epoch);
   if (fp.num_classes > 0) {
     double total = static_cast<double>(fp.labelled_total);
