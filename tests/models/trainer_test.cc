@@ -4,6 +4,7 @@
 
 #include "idlegrid/models/config_json.h"
 #include "model_fixtures.h"
+#include "networks.h"
 #include "test_util.h"
 #include "training_ops.h"
 
@@ -103,6 +104,34 @@ TEST_CASE("the denoiser's consistency weight gamma reaches its loss, linearly", 
   const double none = first_loss(0), one = first_loss(1), two = first_loss(2);
   CHECK(two > none);
   CHECK(one == Approx((none + two) / 2).epsilon(1e-5));
+}
+
+TEST_CASE("the denoiser's consistency term looks at the first quarter of the batch alone", "[models][train]") {
+  // rec + gamma * consistency, from the same generator seed each time: the consistency part
+  // (loss at gamma 1 minus loss at gamma 0) must move when a patch of the first quarter
+  // changes and stay put when only a later patch does. No batch norm: samples independent.
+  ModelConfig c = TinyConfig("unet2d");
+  c.task = Task::kDenoise;
+  c.num_classes = 0;
+  c.in_channels = 1;
+  c.norm_layer = "none";
+  torch::manual_seed(4);
+  torch::nn::AnyModule net = BuildNetwork(c);
+  torch::Tensor batch = torch::randn({8, 1, 16, 16});
+  auto consistency = [&](const torch::Tensor& x) {
+    at::Generator g0 = at::make_generator<at::CPUGeneratorImpl>(9);
+    at::Generator g1 = at::make_generator<at::CPUGeneratorImpl>(9);
+    return Neighbor2NeighborLoss(net, x, 1.0, g1).item<double>() -
+           Neighbor2NeighborLoss(net, x, 0.0, g0).item<double>();
+  };
+  const double base = consistency(batch);
+  CHECK(base > 0);
+  torch::Tensor later = batch.clone();
+  later[7] = torch::randn({1, 16, 16});  // patches 2..7 only feed the reconstruction term
+  CHECK(consistency(later) == Approx(base).epsilon(1e-6));
+  torch::Tensor first = batch.clone();
+  first[0] = torch::randn({1, 16, 16});
+  CHECK(consistency(first) != Approx(base).epsilon(1e-3));
 }
 
 TEST_CASE("augmentation levels: none, flips only, 90-degree rotations, full", "[models][train]") {
