@@ -79,9 +79,8 @@ torch::Tensor Neighbor2NeighborLoss(torch::nn::AnyModule& net, const torch::Tens
     torch::NoGradGuard no_grad;
     full = net.forward(noisy.slice(0, 0, r));
   }
-  torch::Tensor f1 = cells(full).gather(4, first.slice(0, 0, r)).squeeze(4);
-  torch::Tensor f2 = cells(full).gather(4, second.slice(0, 0, r)).squeeze(4);
-  torch::Tensor reg = torch::mse_loss(out.slice(0, 0, r) - g2.slice(0, 0, r), f1 - f2);
+  torch::Tensor reg = torch::mse_loss(out.slice(0, 0, r) - g2.slice(0, 0, r),
+                                      sub(full, first.slice(0, 0, r)) - sub(full, second.slice(0, 0, r)));
   return rec + gamma * reg;
 }
 

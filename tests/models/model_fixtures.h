@@ -42,6 +42,21 @@ inline models::ModelConfig TinyConfig(const std::string& architecture, int64_t e
   std::abort();
 }
 
+// The strategy's denoiser for the small sample, shrunk to test size (8 filters, 2 levels,
+// 32 px patches, batch 2).
+inline models::ModelConfig TinyDenoiserConfig(int64_t epochs = 1, int64_t steps = 2) {
+  models::ConfigureCpuRuntime(1);
+  models::ModelConfig c =
+      models::PlanDenoiser(models::ComputeFingerprint(SmallSample().image, nullptr, {}).value());
+  c.base_filters = 8;
+  c.depth = 2;
+  c.patch_y = c.patch_x = 32;
+  c.batch_size = 2;
+  c.epochs = epochs;
+  c.steps_per_epoch = steps;
+  return c;
+}
+
 }  // namespace idlegrid::testing
 
 #endif  // IDLEGRID_TESTS_MODELS_MODEL_FIXTURES_H_

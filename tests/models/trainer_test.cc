@@ -89,13 +89,7 @@ TEST_CASE("the denoiser's consistency weight gamma reaches its loss, linearly", 
   // The first step's loss is taken before any update, from the same seed, so it differs
   // between the three trainers only through gamma: rec + gamma * consistency.
   const MaterialsSample& s = testing::SmallSample();
-  ModelConfig c = PlanDenoiser(ComputeFingerprint(s.image, nullptr, {}).value());
-  c.base_filters = 8;
-  c.depth = 2;
-  c.patch_y = c.patch_x = 32;
-  c.batch_size = 2;
-  c.epochs = 1;
-  c.steps_per_epoch = 2;
+  ModelConfig c = testing::TinyDenoiserConfig();
   auto first_loss = [&](double gamma) {
     c.n2n_gamma = gamma;
     auto t = Trainer::Create(c, s.image, nullptr, {}).value();
@@ -110,11 +104,8 @@ TEST_CASE("the denoiser's consistency term looks at the first quarter of the bat
   // rec + gamma * consistency, from the same generator seed each time: the consistency part
   // (loss at gamma 1 minus loss at gamma 0) must move when a patch of the first quarter
   // changes and stay put when only a later patch does. No batch norm: samples independent.
-  ModelConfig c = TinyConfig("unet2d");
-  c.task = Task::kDenoise;
-  c.num_classes = 0;
-  c.in_channels = 1;
-  c.norm_layer = "none";
+  ModelConfig c = testing::TinyDenoiserConfig();
+  REQUIRE(c.norm_layer == "none");
   torch::manual_seed(4);
   torch::nn::AnyModule net = BuildNetwork(c);
   torch::Tensor batch = torch::randn({8, 1, 16, 16});
