@@ -97,13 +97,17 @@ TEST_CASE("denoiser rules: rotations without resampling, gamma 1, steps from the
   CHECK(small.base_filters == 16);
   CHECK(small.norm_layer == "none");
   CHECK(small.Validate().ok());
-  CHECK(small.epochs * small.steps_per_epoch == 1200);
+  CHECK(small.epochs * small.steps_per_epoch == 3000);
   fp.shape = {100, 512, 512, 1};
   ModelConfig stack = PlanDenoiser(fp);
-  CHECK(stack.epochs * stack.steps_per_epoch == 4000);
+  CHECK(stack.epochs * stack.steps_per_epoch == 8000);
+  fp.shape = {1, 512, 512, 1};
+  ModelConfig slice = PlanDenoiser(fp);
+  CHECK(slice.epochs * slice.steps_per_epoch == 5225);
+  fp.shape = {100, 512, 512, 1};
   fp.resources.gpu = true;
   ModelConfig gpu = PlanDenoiser(fp);
-  CHECK(gpu.epochs * gpu.steps_per_epoch == 8000);
+  CHECK(gpu.epochs * gpu.steps_per_epoch == 16000);
   CHECK(gpu.base_filters == 48);
 }
 
