@@ -122,9 +122,10 @@ StatusOr<DataFingerprint> ComputeFingerprint(const Volume& image, const Volume* 
 //    steps stay well under a second, so a node checkpoints within 2 s;
 //  * depth: pool until the bottom feature map is 8 px, at most 4 levels;
 //  * width: 8 filters at the top level on CPU, 32 on GPU. On CPU the budget is steps, and
-//    8 filters step 2.4x faster than 16 (59 vs 141 ms for 16 patches of 64 px): 850 steps
-//    reached 0.983 where 250 steps of 16 filters reached 0.975 (and 1000 of them, in 3
-//    minutes, 0.986);
+//    8 filters step 1.7x faster than 16 (54 vs 90 ms for 16 patches of 64 px; 59 vs 141
+//    before networks.cc's faster layers): at 50k px 850 steps reached 0.983 where 250 steps
+//    of 16 filters reached 0.975 (1000 of them, in 3 minutes, 0.986); at 5k px in one
+//    minute, 600 steps of 8 filters 0.950, 400-500 of 16 filters 0.930-0.938;
 //  * batch: about 64k px per step on CPU and 1M px on GPU, at least 2;
 //  * loss: class-weighted cross-entropy on the labelled pixels alone. A Dice term over
 //    scribbles measures overlap on a few strokes per batch and cost 0.2-0.3 points
