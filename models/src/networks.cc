@@ -119,9 +119,8 @@ torch::Tensor UNetImpl::forward(torch::Tensor x) {
     skips.push_back(x);
   }
   for (size_t i = 0; i < up_->size(); ++i) {
-    const auto& up = *up_[i];
-    x = two_d ? UpConv(x, up.as<torch::nn::ConvTranspose2d>()->weight, up.as<torch::nn::ConvTranspose2d>()->bias)
-              : UpConv(x, up.as<torch::nn::ConvTranspose3d>()->weight, up.as<torch::nn::ConvTranspose3d>()->bias);
+    const auto up = up_[i]->named_parameters(/*recurse=*/false);
+    x = UpConv(x, up["weight"], up["bias"]);
     x = torch::cat({x, skips[skips.size() - 2 - i]}, 1);
     x = merge_[i]->as<torch::nn::Sequential>()->forward(x);
   }
