@@ -117,7 +117,9 @@ std::unique_ptr<Trainer> TrainWithin(ModelConfig c, const Volume& image, const V
   c.epochs = std::clamp<int64_t>(static_cast<int64_t>(0.9 * left / per_epoch), 1, c.epochs);
   std::fprintf(stderr, "%s: %.1f ms a step, %.2f s an epoch: training %lld epochs\n", c.name.c_str(),
                per_step * 1e3, per_epoch, static_cast<long long>(c.epochs));
-  auto trainer = Must(Trainer::Create(c, image, labels, {}));
+  TrainerOptions options;
+  if (const char* seed = std::getenv("IDLEGRID_BENCH_SEED")) options.seed = std::strtoull(seed, nullptr, 10);
+  auto trainer = Must(Trainer::Create(c, image, labels, options));
   Trainer::Hooks hooks;
   hooks.should_stop = [&] { return Since(start) > budget_s; };
   Status st = trainer->RunUntilEpoch(c.epochs, hooks);
@@ -127,7 +129,9 @@ std::unique_ptr<Trainer> TrainWithin(ModelConfig c, const Volume& image, const V
 }
 
 // Experiments only: IDLEGRID_BENCH_OVERRIDE='{"learning_rate": 0.003}' replaces fields of
-// every configuration the benchmark trains.
+// every configuration the benchmark trains; IDLEGRID_BENCH_ONLY=NAME trains one candidate,
+// IDLEGRID_BENCH_SEED=N seeds the trainers (and the validation split) with N instead of 0,
+// and IDLEGRID_BENCH_PROBS=1 also writes each candidate's probabilities (NAME_probs.tif).
 ModelConfig Overridden(const ModelConfig& c) {
   const char* o = std::getenv("IDLEGRID_BENCH_OVERRIDE");
   if (o == nullptr) return c;
@@ -170,8 +174,12 @@ int Segment(const std::string& dir, const std::string& scribbles, double budget,
     auto trainer = TrainWithin(c, image, &labels, budget, &seconds);
     const std::string path = dir + "/" + c.name + ".pt";
     Must(trainer->ExportModel(path));
-    auto model = Must(Model::Load(path));
-    Volume pred = Must(model->PredictVolume(image)).labels;
+    InferenceOptions io;
+    io.probabilities = std::getenv("IDLEGRID_BENCH_PROBS") != nullptr;
+    auto model = Must(Model::Load(path, io));
+    InferenceResult result = Must(model->PredictVolume(image));
+    Volume pred = result.labels;
+    if (io.probabilities) Must(WriteTiff(dir + "/" + c.name + "_probs.tif", result.probabilities));
     Must(WriteTiff(dir + "/" + c.name + "_labels.tif", pred));
     double dice = MeanDice(pred, truth, fp.num_classes);
     double val = trainer->history().empty() ? -1 : trainer->history().back().mean_dice;

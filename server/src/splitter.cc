@@ -9,10 +9,11 @@ namespace idlegrid::server {
 
 double EstimateEpochSeconds(const models::ModelConfig& c, int64_t threads) {
   const double voxels = static_cast<double>(c.batch_size) * c.patch_z * c.patch_y * c.patch_x;
-  const double per_voxel = 0.7e-6 * (models::IsThreeD(c.architecture) ? 2.0 : 1.0) *
-                           (c.base_filters / 16.0) * (c.architecture == "dilated2d" ? 1.5 : 1.0);
+  const double per_voxel = 1.4e-6 * std::pow(static_cast<double>(c.base_filters) / 8.0, 0.75) *
+                           (models::IsThreeD(c.architecture) ? 2.2 : 1.0) *
+                           (c.architecture == "dilated2d" ? 1.65 : 1.0);
   const double speedup = 1.0 + 0.7 * static_cast<double>(std::max<int64_t>(threads, 1) - 1);
-  return c.steps_per_epoch * voxels * per_voxel / speedup;
+  return 1.2 * static_cast<double>(c.steps_per_epoch) * voxels * per_voxel / speedup;
 }
 
 int64_t EpochsPerUnit(const models::ModelConfig& config, const QueueOptions& options) {

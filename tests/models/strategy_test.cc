@@ -71,7 +71,7 @@ TEST_CASE("more labels buy more training; a GPU buys bigger patches", "[strategy
   CHECK(denoise.Validate().ok());
 }
 
-TEST_CASE("scribble rules: cross-entropy alone, rotations only while labels are few", "[strategy]") {
+TEST_CASE("scribble rules: cross-entropy alone, rotations and a fifth held out only while labels are few", "[strategy]") {
   const MaterialsSample& s = SmallSample();
   DataFingerprint fp = ComputeFingerprint(s.image, &s.scribbles, {}).value();
   fp.labelled_total = 5000;
@@ -86,6 +86,11 @@ TEST_CASE("scribble rules: cross-entropy alone, rotations only while labels are 
   const ModelConfig fifty = PlanCandidates(fp)[0];
   CHECK(few.epochs * few.steps_per_epoch == 600);
   CHECK(fifty.epochs * fifty.steps_per_epoch == 900);
+  // Validation holds out about 5,000 labelled pixels, between 5% and 20% of them.
+  CHECK(few.validation_fraction == Approx(0.2));
+  CHECK(fifty.validation_fraction == Approx(0.1));
+  fp.labelled_total = 1000000;
+  CHECK(PlanCandidates(fp)[0].validation_fraction == Approx(0.05));
 }
 
 TEST_CASE("denoiser rules: rotations without resampling, gamma 1, steps from the image size", "[strategy]") {
