@@ -175,7 +175,8 @@ int Segment(const std::string& dir, const std::string& scribbles, double budget,
     const std::string path = dir + "/" + c.name + ".pt";
     Must(trainer->ExportModel(path));
     InferenceOptions io;
-    io.probabilities = std::getenv("IDLEGRID_BENCH_PROBS") != nullptr;
+    const char* probs = std::getenv("IDLEGRID_BENCH_PROBS");
+    io.probabilities = probs != nullptr && std::string(probs) == "1";
     auto model = Must(Model::Load(path, io));
     InferenceResult result = Must(model->PredictVolume(image));
     Volume pred = result.labels;

@@ -16,8 +16,9 @@ namespace idlegrid::server {
 // Estimated seconds of one training epoch on `threads` threads. Calibrated on the 2-core CI
 // machine with models/'s own layers: a 2D U-Net of 8 filters costs about 1.4 us per voxel of
 // the batch on one thread (54 ms a step for 16 patches of 64 px on 2 threads), width scales as
-// filters^0.75 (16 filters: 90 ms), a 3D U-Net costs 2.2x per voxel and the dilated net 1.65x
-// for its width; more threads scale at 70%, and validation adds about a fifth.
+// filters^0.75 (16 filters: 90 ms), a 3D U-Net costs 2.2x per voxel, and the dilated net
+// 1.65x a U-Net of its width (12 filters: about 120 ms); more threads scale at 70%, and the
+// epoch's validation pass adds about a fifth.
 double EstimateEpochSeconds(const models::ModelConfig& config, int64_t threads);
 
 // Epochs per training unit: enough for a unit to last about options.unit_target_seconds,

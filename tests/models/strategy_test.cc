@@ -1,6 +1,7 @@
 #include "idlegrid/models/strategy.h"
 
 #include <set>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -71,7 +72,7 @@ TEST_CASE("more labels buy more training; a GPU buys bigger patches", "[strategy
   CHECK(denoise.Validate().ok());
 }
 
-TEST_CASE("scribble rules: cross-entropy alone, rotations and a fifth held out only while labels are few", "[strategy]") {
+TEST_CASE("scribble rules: cross-entropy alone, rotations only while labels are few", "[strategy]") {
   const MaterialsSample& s = SmallSample();
   DataFingerprint fp = ComputeFingerprint(s.image, &s.scribbles, {}).value();
   fp.labelled_total = 5000;
@@ -86,11 +87,23 @@ TEST_CASE("scribble rules: cross-entropy alone, rotations and a fifth held out o
   const ModelConfig fifty = PlanCandidates(fp)[0];
   CHECK(few.epochs * few.steps_per_epoch == 600);
   CHECK(fifty.epochs * fifty.steps_per_epoch == 900);
-  // Validation holds out about 5,000 labelled pixels, between 5% and 20% of them.
-  CHECK(few.validation_fraction == Approx(0.2));
-  CHECK(fifty.validation_fraction == Approx(0.1));
-  fp.labelled_total = 1000000;
-  CHECK(PlanCandidates(fp)[0].validation_fraction == Approx(0.05));
+}
+
+TEST_CASE("validation holds out about 1,700 px of the least painted class, 5-20%", "[strategy]") {
+  const MaterialsSample& s = SmallSample();
+  DataFingerprint fp = ComputeFingerprint(s.image, &s.scribbles, {}).value();
+  auto fraction = [&](std::vector<int64_t> per_class) {
+    fp.labelled_per_class = per_class;
+    fp.num_classes = static_cast<int64_t>(per_class.size());
+    fp.labelled_total = 0;
+    for (int64_t n : per_class) fp.labelled_total += n;
+    return PlanCandidates(fp)[0].validation_fraction;
+  };
+  CHECK(fraction({1667, 1667, 1666}) == Approx(0.2));
+  CHECK(fraction({17000, 17000, 17000}) == Approx(0.1));
+  CHECK(fraction({340000, 340000, 340000}) == Approx(0.05));
+  // A rarely painted class keeps its strokes' share of the validation: a fifth for all.
+  CHECK(fraction({48000, 2000}) == Approx(0.2));
 }
 
 TEST_CASE("denoiser rules: rotations without resampling, gamma 1, steps from the image size", "[strategy]") {
