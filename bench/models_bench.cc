@@ -184,13 +184,13 @@ int Segment(const std::string& dir, const std::string& scribbles, double budget,
     Must(WriteTiff(dir + "/" + c.name + "_labels.tif", pred));
     double dice = MeanDice(pred, truth, fp.num_classes);
     double val = trainer->history().empty() ? -1 : trainer->history().back().mean_dice;
-    std::printf("candidate %-14s steps %5lld  %6.1f s  validation dice %.4f  true dice %.4f\n",
+    std::printf("candidate %-14s steps %5lld  %6.1f s  validation dice %.4f  true dice %.5f\n",
                 c.name.c_str(), static_cast<long long>(trainer->global_step()), seconds, val, dice);
     std::fflush(stdout);
     if (dice > best) best = dice, best_name = c.name;
     if (val > best_val) best_val = val, picked = dice, picked_name = c.name;
   }
-  std::printf("summary best %.4f %s picked %.4f %s\n", best, best_name.c_str(), picked, picked_name.c_str());
+  std::printf("summary best %.5f %s picked %.5f %s\n", best, best_name.c_str(), picked, picked_name.c_str());
   return 0;
 }
 

@@ -149,7 +149,7 @@ StatusOr<DataFingerprint> ComputeFingerprint(const Volume& image, const Volume* 
 //    between 5% and 20% of each class (the trainer holds out the same share of every
 //    class): 5k px in three balanced classes -> 20%, 50k -> 10%, 1M -> 5%. Held-out strokes
 //    teach the network nothing. At 50k, holding out 10% instead of 20% raised the best
-//    candidate from 0.985/0.985/0.988 to 0.990/0.986/0.986 on three mosaics, and single
+//    candidate from 0.985/0.985/0.988 to 0.990/0.987/0.986 on three mosaics, and single
 //    candidates by 0.1-1 points (unet2d-shallow 0.982 -> 0.990 and 0.985 -> 0.986, unet2d
 //    0.980 -> 0.990 and 0.973 -> 0.981). At 5k it made no difference (0.950/0.977 with 20%,
 //    0.950/0.973 with 10%), and 20% keeps a class's score from resting on one stroke.
