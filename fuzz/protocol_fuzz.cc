@@ -1,6 +1,7 @@
 // Fuzz target: every JSON message parser a server or node runs on bytes from the network
-// (unit envelopes, units, heartbeats, results, node reports, jobs). Beyond "no crash", it
-// checks a property: whatever parses re-encodes to JSON that parses back to an equal value.
+// (unit envelopes, units, heartbeats, results, aborts, node reports, jobs). Beyond "no
+// crash", it checks a property: whatever parses re-encodes to JSON that parses back to an
+// equal value.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -39,6 +40,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CheckMessage<idlegrid::NodeInfo>(*j);
     CheckMessage<idlegrid::Job>(*j);
     CheckMessage<idlegrid::Lease>(*j);
+    CheckMessage<idlegrid::AbortRequest>(*j);
     idlegrid::StatusOr<idlegrid::SignedUnit> e = idlegrid::SignedUnit::FromJson(*j);
     if (e.ok() && !idlegrid::SignedUnit::FromJson(e->ToJson()).ok()) std::abort();
   }

@@ -347,16 +347,8 @@ void Server::Impl::Routes() {
   post(R"(/api/v1/leases/([A-Za-z0-9_-]{1,64})/abort)",
        [this](const Request& req, const Json& body, Response& res) -> Status {
          IDLEGRID_ASSIGN_OR_RETURN(std::string node, Node(req));
-         JsonReader r(body, "abort");
-         const std::string reason = r.String("reason", 4096, true);
-         const bool failed = r.Has("failed") ? r.Bool("failed") : false;
-         std::optional<BlobRef> checkpoint;
-         if (r.Has("checkpoint")) {
-           IDLEGRID_ASSIGN_OR_RETURN(BlobRef ref, BlobRef::FromJson(r.Object("checkpoint"), "abort.checkpoint"));
-           checkpoint = ref;
-         }
-         IDLEGRID_RETURN_IF_ERROR(r.Finish());
-         IDLEGRID_RETURN_IF_ERROR(queue->Abort(node, req.matches[1], reason, failed, checkpoint));
+         IDLEGRID_ASSIGN_OR_RETURN(AbortRequest a, AbortRequest::FromJson(WithSchema(body)));
+         IDLEGRID_RETURN_IF_ERROR(queue->Abort(node, req.matches[1], a.reason, a.failed, a.checkpoint));
          SendJson(res, 200, {{"ok", true}});
          return Status::Ok();
        });

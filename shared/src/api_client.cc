@@ -61,9 +61,8 @@ Status ApiClient::Complete(const Result& result) {
 
 Status ApiClient::Abort(const std::string& lease_id, const std::string& reason, bool failed,
                         const std::optional<BlobRef>& checkpoint) {
-  Json body{{"reason", reason}, {"failed", failed}};
-  if (checkpoint) body["checkpoint"] = checkpoint->ToJson();
-  return PostJson("/api/v1/leases/" + lease_id + "/abort", body, true).status();
+  const AbortRequest body{reason, failed, checkpoint};
+  return PostJson("/api/v1/leases/" + lease_id + "/abort", body.ToJson(), true).status();
 }
 
 StatusOr<BlobRef> ApiClient::UploadFile(const std::string& path) {

@@ -331,6 +331,27 @@ StatusOr<Heartbeat> Heartbeat::FromJson(const Json& j, const std::string& where)
   return Finished(r, std::move(h));
 }
 
+Json AbortRequest::ToJson() const {
+  Json j{{"schema", kSchemaVersion}, {"reason", reason}, {"failed", failed}};
+  if (checkpoint) j["checkpoint"] = checkpoint->ToJson();
+  return j;
+}
+
+StatusOr<AbortRequest> AbortRequest::FromJson(const Json& j, const std::string& where) {
+  JsonReader r(j, where);
+  AbortRequest a;
+  ReadSchema(r);
+  a.reason = r.String("reason", kMaxMessageText, /*allow_empty=*/true);
+  if (r.Has("failed")) a.failed = r.Bool("failed");
+  IDLEGRID_RETURN_IF_ERROR(r.status());
+  if (r.Has("checkpoint")) {
+    StatusOr<BlobRef> ref = BlobRef::FromJson(r.Object("checkpoint"), r.Path("checkpoint"));
+    if (!ref.ok()) return ref.status();
+    a.checkpoint = std::move(*ref);
+  }
+  return Finished(r, std::move(a));
+}
+
 bool Heartbeat::operator==(const Heartbeat& o) const {
   return lease_id == o.lease_id && node_id == o.node_id && progress == o.progress &&
          epoch == o.epoch && message == o.message && metrics == o.metrics &&

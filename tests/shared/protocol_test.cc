@@ -88,6 +88,28 @@ TEST_CASE("every message round-trips through canonical JSON", "[protocol]") {
   res.epochs_done = 4;
   res.elapsed_s = 93.5;
   CheckRoundTrip(res);
+
+  AbortRequest abort{"node stopping", false, std::nullopt};
+  CheckRoundTrip(abort);
+  abort.failed = true;
+  abort.checkpoint = MakeBlob('a', 2048);
+  CheckRoundTrip(abort);
+}
+
+TEST_CASE("abort requests are strict: a short reason, a boolean, a valid checkpoint", "[protocol]") {
+  const AbortRequest a{"stopped", false, MakeBlob('c', 10)};
+  CHECK(ErrorAfter(a, [](Json& j) { j["reason"] = std::string(5000, 'x'); })
+            .find("abort.reason") != std::string::npos);
+  CHECK(ErrorAfter(a, [](Json& j) { j["failed"] = "yes"; }).find("abort.failed") != std::string::npos);
+  CHECK(ErrorAfter(a, [](Json& j) { j["checkpoint"]["sha256"] = "nothex"; })
+            .find("abort.checkpoint") != std::string::npos);
+  CHECK(ErrorAfter(a, [](Json& j) { j["lease"] = "l-1"; }).find("lease") != std::string::npos);
+  // "failed" and "checkpoint" may be left out: a plain stop.
+  Json minimal{{"schema", kSchemaVersion}, {"reason", "stopped"}};
+  StatusOr<AbortRequest> m = AbortRequest::FromJson(minimal);
+  REQUIRE(m.ok());
+  CHECK_FALSE(m->failed);
+  CHECK_FALSE(m->checkpoint.has_value());
 }
 
 TEST_CASE("WorkUnit rejects unknown, missing and mistyped fields", "[protocol]") {

@@ -171,6 +171,20 @@ struct Result {
   bool operator==(const Result& o) const;
 };
 
+// Node -> server when a node gives a unit back before its end (stopped, or the unit failed).
+// `checkpoint` is the newest uploaded checkpoint: the unit's remainder resumes from it.
+struct AbortRequest {
+  std::string reason;
+  bool failed = false;  // the unit failed on this node (bad input), rather than being stopped
+  std::optional<BlobRef> checkpoint;
+
+  Json ToJson() const;
+  static StatusOr<AbortRequest> FromJson(const Json& j, const std::string& where = "abort");
+  bool operator==(const AbortRequest& o) const {
+    return reason == o.reason && failed == o.failed && checkpoint == o.checkpoint;
+  }
+};
+
 // Reads the "schema" field of a top-level message and fails unless it is kSchemaVersion.
 void ReadSchema(JsonReader& r);
 
