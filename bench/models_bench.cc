@@ -179,7 +179,7 @@ int Segment(const std::string& dir, const std::string& scribbles, double budget,
     io.probabilities = probs != nullptr && std::string(probs) == "1";
     auto model = Must(Model::Load(path, io));
     InferenceResult result = Must(model->PredictVolume(image));
-    Volume pred = result.labels;
+    const Volume& pred = result.labels;
     if (io.probabilities) Must(WriteTiff(dir + "/" + c.name + "_probs.tif", result.probabilities));
     Must(WriteTiff(dir + "/" + c.name + "_labels.tif", pred));
     double dice = MeanDice(pred, truth, fp.num_classes);

@@ -92,6 +92,16 @@ StatusOr<T> Finished(JsonReader& r, T value) {
   return value;
 }
 
+// Reads the optional blob reference `key` into *out (a checkpoint exists only once one has
+// been uploaded); an earlier error in `r` is returned first.
+Status ReadOptionalBlob(JsonReader& r, const std::string& key, std::optional<BlobRef>* out) {
+  IDLEGRID_RETURN_IF_ERROR(r.status());
+  if (!r.Has(key)) return Status::Ok();
+  IDLEGRID_ASSIGN_OR_RETURN(BlobRef ref, BlobRef::FromJson(r.Object(key), r.Path(key)));
+  *out = std::move(ref);
+  return Status::Ok();
+}
+
 }  // namespace
 
 void ReadSchema(JsonReader& r) {
@@ -322,14 +332,17 @@ StatusOr<Heartbeat> Heartbeat::FromJson(const Json& j, const std::string& where)
   h.epoch = r.Int("epoch", 0, kMaxEpochs);
   h.message = r.String("message", kMaxMessageText, /*allow_empty=*/true);
   h.metrics = ReadMetrics(r, "metrics");
-  IDLEGRID_RETURN_IF_ERROR(r.status());
-  if (r.Has("checkpoint")) {  // optional: only once a checkpoint exists
-    StatusOr<BlobRef> ref = BlobRef::FromJson(r.Object("checkpoint"), r.Path("checkpoint"));
-    if (!ref.ok()) return ref.status();
-    h.checkpoint = std::move(*ref);
-  }
+  IDLEGRID_RETURN_IF_ERROR(ReadOptionalBlob(r, "checkpoint", &h.checkpoint));
   return Finished(r, std::move(h));
 }
+
+bool Heartbeat::operator==(const Heartbeat& o) const {
+  return lease_id == o.lease_id && node_id == o.node_id && progress == o.progress &&
+         epoch == o.epoch && message == o.message && metrics == o.metrics &&
+         checkpoint == o.checkpoint;
+}
+
+// AbortRequest -------------------------------------------------------------
 
 Json AbortRequest::ToJson() const {
   Json j{{"schema", kSchemaVersion}, {"reason", reason}, {"failed", failed}};
@@ -343,19 +356,8 @@ StatusOr<AbortRequest> AbortRequest::FromJson(const Json& j, const std::string& 
   ReadSchema(r);
   a.reason = r.String("reason", kMaxMessageText, /*allow_empty=*/true);
   if (r.Has("failed")) a.failed = r.Bool("failed");
-  IDLEGRID_RETURN_IF_ERROR(r.status());
-  if (r.Has("checkpoint")) {
-    StatusOr<BlobRef> ref = BlobRef::FromJson(r.Object("checkpoint"), r.Path("checkpoint"));
-    if (!ref.ok()) return ref.status();
-    a.checkpoint = std::move(*ref);
-  }
+  IDLEGRID_RETURN_IF_ERROR(ReadOptionalBlob(r, "checkpoint", &a.checkpoint));
   return Finished(r, std::move(a));
-}
-
-bool Heartbeat::operator==(const Heartbeat& o) const {
-  return lease_id == o.lease_id && node_id == o.node_id && progress == o.progress &&
-         epoch == o.epoch && message == o.message && metrics == o.metrics &&
-         checkpoint == o.checkpoint;
 }
 
 Json HeartbeatReply::ToJson() const {
