@@ -290,10 +290,15 @@ struct NodeDaemon::Impl {
       if (::poll(&p, 1, 200) <= 0) continue;
       const int c = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
       if (c < 0) continue;
+      // One thread serves every client in turn, so each gets one second in all to send its
+      // command: a client that trickles bytes must not hold off the tray's pause.
       std::string command;
       char buf[256];
       pollfd cp{c, POLLIN, 0};
-      while (command.find('\n') == std::string::npos && command.size() < 200 && ::poll(&cp, 1, 1000) > 0) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      while (command.find('\n') == std::string::npos && command.size() < 200) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0 || ::poll(&cp, 1, static_cast<int>(left.count())) <= 0) break;
         const ssize_t n = ::read(c, buf, sizeof(buf));
         if (n <= 0) break;
         command.append(buf, static_cast<size_t>(n));
@@ -318,7 +323,7 @@ struct NodeDaemon::Impl {
         reply = {{"error", "unknown command; use status, pause, resume, policy always or policy idle"}};
       }
       const std::string out = reply.dump() + "\n";
-      if (::write(c, out.data(), out.size()) < 0) {
+      if (::send(c, out.data(), out.size(), MSG_NOSIGNAL) < 0) {
         // the client went away
       }
       ::close(c);

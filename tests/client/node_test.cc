@@ -1,10 +1,15 @@
 // The compute node end to end: a real server (in this process, real TLS on 127.0.0.1), real
 // idlegrid-node processes and real idlegrid-worker training.
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -243,6 +248,57 @@ TEST_CASE("user activity suspends the worker within a second; past the grace it 
   CHECK(OnlyUnit(s)["failures"] == 0);
   CHECK(OnlyUnit(s)["epochs_done"].get<int64_t>() >= 0);
   CHECK(Must(client::QueryNode(socket, "status"))["units_given_back"] == 1);
+  a->Signal(SIGTERM);
+  CHECK(a->Wait(10000) == 0);
+}
+
+TEST_CASE("the status socket pauses, resumes and switches policy; a stalled client does not hold it", "[client][node]") {
+  Grid g;
+  std::vector<std::string> env = g.NewNode();
+  const std::string socket = env[2].substr(std::string("IDLEGRID_CACHE_DIR=").size()) + "/node.sock";
+  auto a = g.Run(env, {});
+  StatusOr<Json> st = client::QueryNode(socket, "status");
+  for (int i = 0; i < 100 && !st.ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    st = client::QueryNode(socket, "status");
+  }
+  REQUIRE(st.ok());
+  CHECK((*st)["paused"] == false);
+  CHECK(Must(client::QueryNode(socket, "pause")) == Json({{"ok", true}, {"paused", true}}));
+  Json s = Must(client::QueryNode(socket, "status"));
+  for (int i = 0; i < 50 && s["state"] != "paused"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    s = Must(client::QueryNode(socket, "status"));
+  }
+  CHECK(s["paused"] == true);
+  CHECK(s["state"] == "paused");
+  CHECK(Must(client::QueryNode(socket, "resume"))["paused"] == false);
+  CHECK(Must(client::QueryNode(socket, "policy always"))["policy"] == "always");
+  CHECK(Must(client::QueryNode(socket, "status"))["policy"] == "always");
+  CHECK_THAT(Must(client::QueryNode(socket, "reboot"))["error"].get<std::string>(), Catch::Contains("unknown command"));
+
+  // A local client that connects and sends a byte every 300 ms, never a newline: the daemon
+  // gives it a second, then answers the next client (QueryNode waits 2 s for its reply).
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket.c_str(), sizeof(addr.sun_path) - 1);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  std::atomic<bool> done{false};
+  std::thread trickle([&] {
+    for (int i = 0; i < 20 && !done.load(); ++i) {
+      if (::send(fd, "s", 1, MSG_NOSIGNAL) != 1) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the daemon is reading it now
+  StatusOr<Json> during = client::QueryNode(socket, "status");
+  done = true;
+  trickle.join();
+  ::close(fd);
+  REQUIRE(during.ok());
+  CHECK((*during)["paused"] == false);
   a->Signal(SIGTERM);
   CHECK(a->Wait(10000) == 0);
 }
