@@ -102,7 +102,7 @@ TEST_CASE("accepting a prediction copies it under the brush only", "[client][ann
   CHECK(a.labelled() == 0);
 }
 
-TEST_CASE("labels read back bring their classes; classes round-trip through JSON", "[client][annotation]") {
+TEST_CASE("labels read back bring their classes, and classes round-trip through JSON", "[client][annotation]") {
   Volume v = Volume::Create({2, 8, 8, 1}, DType::kUInt8).value();
   v.at<uint8_t>(1, 2, 3) = 3;
   v.at<uint8_t>(0, 0, 0) = 1;

@@ -204,7 +204,7 @@ TEST_CASE("SIGTERM to a node: checkpoint uploaded, unit given back, nothing lost
   CHECK(GridDigest(g, job) == ReferenceDigest(g, c));
 }
 
-TEST_CASE("user activity suspends the worker within a second; past the grace it is given back", "[client][node]") {
+TEST_CASE("user activity suspends the worker within a second, and past the grace it is given back", "[client][node]") {
   Grid g;
   const std::string idle = g.dir / "idle";
   testing::Spit(idle, "idle\n");
@@ -252,7 +252,7 @@ TEST_CASE("user activity suspends the worker within a second; past the grace it 
   CHECK(a->Wait(10000) == 0);
 }
 
-TEST_CASE("the status socket pauses, resumes and switches policy; a stalled client does not hold it", "[client][node]") {
+TEST_CASE("the status socket pauses, resumes and switches policy, and a stalled client does not hold it", "[client][node]") {
   Grid g;
   std::vector<std::string> env = g.NewNode();
   const std::string socket = env[2].substr(std::string("IDLEGRID_CACHE_DIR=").size()) + "/node.sock";

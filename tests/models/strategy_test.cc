@@ -53,7 +53,7 @@ TEST_CASE("at least four valid candidates that differ in kind", "[strategy]") {
   for (const ModelConfig& m : c2) CHECK_FALSE(IsThreeD(m.architecture));
 }
 
-TEST_CASE("more labels buy more training; a GPU buys bigger patches", "[strategy]") {
+TEST_CASE("more labels buy more training, and a GPU buys bigger patches", "[strategy]") {
   const MaterialsSample& s = SmallSample();
   DataFingerprint fp = ComputeFingerprint(s.image, &s.scribbles, {}).value();
   fp.labelled_total = 50000;
@@ -129,7 +129,7 @@ TEST_CASE("denoiser rules: rotations without resampling, gamma 1, steps from the
   CHECK(gpu.base_filters == 48);
 }
 
-TEST_CASE("augmentation levels, Dice weight and gamma travel in JSON; older configurations still read", "[strategy]") {
+TEST_CASE("augmentation levels, Dice weight and gamma travel in JSON, and older configurations still read", "[strategy]") {
   ModelConfig c = testing::TinyConfig("unet2d");
   c.augment = "rot90";
   c.dice_weight = 0.25;

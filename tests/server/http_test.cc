@@ -47,7 +47,7 @@ std::unique_ptr<httplib::SSLClient> RawClient(Running& r) {
   return c;
 }
 
-TEST_CASE("first start creates keys and tokens; a restart keeps them", "[server][http]") {
+TEST_CASE("first start creates keys and tokens, and a restart keeps them", "[server][http]") {
   TempDir dir;
   server::ServerOptions o;
   o.data_dir = dir / "data";
