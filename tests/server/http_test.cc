@@ -1,5 +1,9 @@
 // The server's HTTPS API with a real TLS server on 127.0.0.1 and the real client.
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
@@ -73,10 +77,24 @@ TEST_CASE("a server stopped right after it starts stops", "[server][http]") {
   server::ServerOptions o;
   o.data_dir = dir / "data";
   o.port = 0;
+  // Whether anything accepts TCP connections on 127.0.0.1:port.
+  auto accepts = [](int port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    ::close(fd);
+    return ok;
+  };
   for (int i = 0; i < 20; ++i) {
     auto s = Must(server::Server::Create(o));
     Must(s->Start());
+    const int port = s->port();
+    REQUIRE(port > 0);
     s->Stop();
+    CHECK_FALSE(accepts(port));  // the listener is closed once Stop() returns
   }
 }
 
