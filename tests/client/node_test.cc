@@ -256,7 +256,9 @@ TEST_CASE("the status socket pauses, resumes and switches policy, and a stalled 
   Grid g;
   std::vector<std::string> env = g.NewNode();
   const std::string socket = env[2].substr(std::string("IDLEGRID_CACHE_DIR=").size()) + "/node.sock";
-  auto a = g.Run(env, {});
+  const std::string idle = g.dir / "idle";
+  testing::Spit(idle, "active\n");
+  auto a = g.Run(env, {"--policy", "idle", "--idle-file", idle});
   StatusOr<Json> st = client::QueryNode(socket, "status");
   for (int i = 0; i < 100 && !st.ok(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -264,6 +266,7 @@ TEST_CASE("the status socket pauses, resumes and switches policy, and a stalled 
   }
   REQUIRE(st.ok());
   CHECK((*st)["paused"] == false);
+  CHECK((*st)["policy"] == "idle");
   CHECK(Must(client::QueryNode(socket, "pause")) == Json({{"ok", true}, {"paused", true}}));
   Json s = Must(client::QueryNode(socket, "status"));
   for (int i = 0; i < 50 && s["state"] != "paused"; ++i) {
@@ -275,6 +278,8 @@ TEST_CASE("the status socket pauses, resumes and switches policy, and a stalled 
   CHECK(Must(client::QueryNode(socket, "resume"))["paused"] == false);
   CHECK(Must(client::QueryNode(socket, "policy always"))["policy"] == "always");
   CHECK(Must(client::QueryNode(socket, "status"))["policy"] == "always");
+  CHECK(Must(client::QueryNode(socket, "policy idle"))["policy"] == "idle");
+  CHECK(Must(client::QueryNode(socket, "status"))["policy"] == "idle");
   CHECK_THAT(Must(client::QueryNode(socket, "reboot"))["error"].get<std::string>(), Catch::Contains("unknown command"));
 
   // A local client that connects and sends a byte every 300 ms, never a newline: the daemon
