@@ -183,7 +183,7 @@ int Segment(const std::string& dir, const std::string& scribbles, double budget,
     if (io.probabilities) Must(WriteTiff(dir + "/" + c.name + "_probs.tif", result.probabilities));
     Must(WriteTiff(dir + "/" + c.name + "_labels.tif", pred));
     double dice = MeanDice(pred, truth, fp.num_classes);
-    double val = trainer->history().empty() ? -1 : trainer->history().back().mean_dice;
+    double val = trainer->validation_dice();
     std::printf("candidate %-14s steps %5lld  %6.1f s  validation dice %.4f  true dice %.5f\n",
                 c.name.c_str(), static_cast<long long>(trainer->global_step()), seconds, val, dice);
     std::fflush(stdout);

@@ -576,7 +576,10 @@ struct NodeDaemon::Impl {
             s.epoch = ev->value("epoch", s.epoch);
           });
         } else if (kind == "epoch") {
-          if (ev->contains("mean_dice") && (*ev)["mean_dice"].is_number()) metrics["mean_dice"] = (*ev)["mean_dice"];
+          // The latest validation score; refit epochs (-1) validate nothing and keep it.
+          if (ev->contains("mean_dice") && (*ev)["mean_dice"].is_number() && (*ev)["mean_dice"].get<double>() >= 0) {
+            metrics["mean_dice"] = (*ev)["mean_dice"];
+          }
           if (ev->contains("train_loss") && (*ev)["train_loss"].is_number()) metrics["train_loss"] = (*ev)["train_loss"];
         } else if (kind == "checkpoint" && !terminated) {
           StatusOr<BlobRef> ref = Upload(dir + "/outputs/checkpoint.pt");

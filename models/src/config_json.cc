@@ -25,6 +25,7 @@ Json ConfigToJson(const ModelConfig& c) {
               {"dice_weight", c.dice_weight},
               {"n2n_gamma", c.n2n_gamma},
               {"validation_fraction", c.validation_fraction},
+              {"refit_fraction", c.refit_fraction},
               {"class_names", c.class_names}};
 }
 
@@ -79,6 +80,7 @@ StatusOr<ModelConfig> ConfigFromJson(const Json& j, const std::string& where) {
   c.dice_weight = r.Has("dice_weight") ? r.Number("dice_weight", 0, 100) : 1.0;
   c.n2n_gamma = r.Has("n2n_gamma") ? r.Number("n2n_gamma", 0, 100) : 2.0;  // older: 2
   c.validation_fraction = r.Number("validation_fraction", 0, 1);
+  c.refit_fraction = r.Has("refit_fraction") ? r.Number("refit_fraction", 0, 1) : 0.0;  // older: none
   for (const Json& n : r.Array("class_names", 255)) {
     if (!n.is_string() || n.get_ref<const std::string&>().size() > 64) {
       r.Fail("class_names", "must be strings of at most 64 bytes");

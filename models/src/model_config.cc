@@ -1,5 +1,7 @@
 #include "idlegrid/models/model_config.h"
 
+#include <cmath>
+
 namespace idlegrid::models {
 
 bool IsKnownArchitecture(const std::string& name) {
@@ -12,6 +14,10 @@ int64_t ModelConfig::InferenceHalo() const {
   if (IsThreeD(architecture)) return patch_z;  // every tile touching the core
   if (architecture == "unet25d") return context_slices;
   return 0;
+}
+
+int64_t ModelConfig::RefitFrom() const {
+  return epochs - static_cast<int64_t>(std::floor(static_cast<double>(epochs) * refit_fraction));
 }
 
 Status ModelConfig::Validate() const {
@@ -68,6 +74,7 @@ Status ModelConfig::Validate() const {
   if (!(validation_fraction >= 0 && validation_fraction < 0.9)) {
     return bad("validation_fraction", "must be in [0, 0.9)");
   }
+  if (!(refit_fraction >= 0 && refit_fraction < 1)) return bad("refit_fraction", "must be in [0, 1)");
   if (!(norm.std > 0) || !(norm.clip_high >= norm.clip_low)) return bad("norm", "invalid");
   return Status::Ok();
 }

@@ -38,6 +38,7 @@ struct Trainer::Impl {
   torch::Tensor train_labels;  // [Z, Y, X] int64, validation strokes removed
   torch::Tensor val_labels;    // [Z, Y, X] int64, only the held-out strokes
   std::vector<std::vector<int64_t>> train_index;  // per class: flat voxel indices
+  std::vector<std::vector<int64_t>> val_index;    // per class: the held-out ones
   std::vector<int64_t> val_slices;
   int64_t train_count = 0, val_count = 0;
   torch::Tensor class_weights;
@@ -54,6 +55,8 @@ struct Trainer::Impl {
   int64_t Y() const { return image.size(2); }
   int64_t X() const { return image.size(3); }
 
+  // Refit epochs (ModelConfig::refit_fraction) train on the held-out strokes too.
+  bool Refitting() const { return config.task == Task::kSegment && epoch >= config.RefitFrom(); }
   Status SplitStrokes(const torch::Tensor& labels);
   double LearningRate() const;
   void SampleBatch(torch::Tensor* batch, torch::Tensor* target);
@@ -101,6 +104,7 @@ Status Trainer::Impl::SplitStrokes(const torch::Tensor& labels) {
   int64_t* vl = val_labels.data_ptr<int64_t>();
   std::mt19937_64 split_rng(options.seed ^ 0x9e3779b97f4a7c15ull);
   train_index.assign(static_cast<size_t>(k), {});
+  val_index.assign(static_cast<size_t>(k), {});
   for (int64_t c = 0; c < k; ++c) {
     auto& comps = components[static_cast<size_t>(c)];
     int64_t total = 0;
@@ -142,6 +146,7 @@ Status Trainer::Impl::SplitStrokes(const torch::Tensor& labels) {
       train_index[static_cast<size_t>(tl[i] - 1)].push_back(i);
       ++train_count;
     }
+    if (vl[i] > 0) val_index[static_cast<size_t>(vl[i] - 1)].push_back(i);
   }
   for (int64_t c = 0; c < k; ++c) {
     if (train_index[static_cast<size_t>(c)].empty()) {
@@ -173,12 +178,24 @@ void Trainer::Impl::SampleBatch(torch::Tensor* batch, torch::Tensor* target) {
   // supervised too (a 3D net trained only near its patch centre predicts garbage at the
   // first and last slices of a volume, where only a tile's border covers them).
   auto offset = [&](int64_t p) { return static_cast<int64_t>(rng() % static_cast<uint64_t>(p)); };
+  const bool refit = Refitting();
+  // The labels of a crop: the training strokes, plus the held-out ones in refit epochs.
+  auto labels_of = [&](auto crop) { return refit ? crop(train_labels) + crop(val_labels) : crop(train_labels); };
   for (int64_t b = 0; b < config.batch_size; ++b) {
     int64_t z, y0, x0, z0 = 0;
     if (config.task == Task::kSegment) {
-      // Class-balanced: a class at random, then one of its training voxels.
-      const auto& index = train_index[rng() % train_index.size()];
-      int64_t v = index[rng() % index.size()];
+      // Class-balanced: a class at random, then one of its training voxels (in refit
+      // epochs, one of all its labelled voxels).
+      const size_t c = rng() % train_index.size();
+      const auto& index = train_index[c];
+      int64_t v;
+      if (refit) {
+        const auto& held = val_index[c];
+        const size_t r = rng() % (index.size() + held.size());
+        v = r < index.size() ? index[r] : held[r - index.size()];
+      } else {
+        v = index[rng() % index.size()];
+      }
       z = v / (Y() * X());
       y0 = (v / X()) % Y() - offset(py);
       x0 = v % X() - offset(px);
@@ -195,14 +212,18 @@ void Trainer::Impl::SampleBatch(torch::Tensor* batch, torch::Tensor* target) {
     torch::Tensor img, lab;
     if (three_d) {
       img = image.slice(0, z0, z0 + pz).slice(2, y0, y0 + py).slice(3, x0, x0 + px).permute({1, 0, 2, 3});
-      if (config.task == Task::kSegment) lab = train_labels.slice(0, z0, z0 + pz).slice(1, y0, y0 + py).slice(2, x0, x0 + px);
+      if (config.task == Task::kSegment) {
+        lab = labels_of([&](const torch::Tensor& l) { return l.slice(0, z0, z0 + pz).slice(1, y0, y0 + py).slice(2, x0, x0 + px); });
+      }
     } else {
       std::vector<torch::Tensor> planes;
       for (int64_t dz = -k; dz <= k; ++dz) {
         planes.push_back(image[std::clamp<int64_t>(z + dz, 0, Z() - 1)].slice(1, y0, y0 + py).slice(2, x0, x0 + px));
       }
       img = torch::cat(planes, 0);
-      if (config.task == Task::kSegment) lab = train_labels[z].slice(0, y0, y0 + py).slice(1, x0, x0 + px);
+      if (config.task == Task::kSegment) {
+        lab = labels_of([&](const torch::Tensor& l) { return l[z].slice(0, y0, y0 + py).slice(1, x0, x0 + px); });
+      }
     }
     img = img.contiguous().clone();
     if (lab.defined()) lab = lab.contiguous().clone();
@@ -358,7 +379,7 @@ StatusOr<EpochMetrics> Trainer::FinishEpoch() {
   if (!EpochStepsDone()) return FailedPreconditionError("the epoch has steps left");
   EpochMetrics m;
   try {
-    m = t.Validate();
+    if (!t.Refitting()) m = t.Validate();
   } catch (const c10::Error& e) {
     return InternalError(std::string("validation failed: ") + e.what_without_backtrace());
   }
@@ -505,6 +526,13 @@ int64_t Trainer::epoch() const { return impl_->epoch; }
 int64_t Trainer::step_in_epoch() const { return impl_->step_in_epoch; }
 int64_t Trainer::global_step() const { return impl_->global_step; }
 const std::vector<EpochMetrics>& Trainer::history() const { return impl_->history; }
+
+double Trainer::validation_dice() const {
+  for (auto m = impl_->history.rbegin(); m != impl_->history.rend(); ++m) {
+    if (m->mean_dice >= 0) return m->mean_dice;
+  }
+  return -1;
+}
 const ModelConfig& Trainer::config() const { return impl_->config; }
 int64_t Trainer::train_voxels() const { return impl_->train_count; }
 int64_t Trainer::validation_voxels() const { return impl_->val_count; }

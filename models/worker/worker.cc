@@ -181,9 +181,8 @@ int RunTrain(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
     st = t.ExportModel(args.outputs_dir + "/model.pt", meta.dump());
   }
   if (!st.ok()) return Fail(events, kWorkerIoError, st);
-  const EpochMetrics* last = t.history().empty() ? nullptr : &t.history().back();
   events.Emit({{"event", "done"}, {"epoch", t.epoch()},
-               {"mean_dice", last ? last->mean_dice : -1.0},
+               {"mean_dice", t.validation_dice()},
                {"model", t.epoch() >= config->epochs}});
   return kWorkerOk;
 }

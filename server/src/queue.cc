@@ -859,18 +859,26 @@ struct FinishedUnit {
   Json unit, outputs;
 };
 
-// The validation score of a finished chain: mean Dice of its last epoch (segmentation), or
-// minus the last loss (denoising).
+// The validation score of a finished chain: mean Dice of its last validated epoch
+// (segmentation; the refit epochs at a chain's end train on the validation strokes and
+// validate nothing), or else minus the last epoch's training loss (denoising, or nothing
+// held out).
 double ChainScore(const Json& metrics) {
   if (!metrics.is_object() || !metrics.contains("history") || !metrics["history"].is_array() ||
       metrics["history"].empty()) {
     return -1e300;
   }
-  const Json& last = metrics["history"].back();
-  if (last.contains("mean_dice") && last["mean_dice"].is_number() && last["mean_dice"].get<double>() > 0) {
-    return last["mean_dice"].get<double>();
+  const Json& history = metrics["history"];
+  for (auto e = history.rbegin(); e != history.rend(); ++e) {
+    if (e->is_object() && e->contains("mean_dice") && (*e)["mean_dice"].is_number() &&
+        (*e)["mean_dice"].get<double>() > 0) {
+      return (*e)["mean_dice"].get<double>();
+    }
   }
-  if (last.contains("loss") && last["loss"].is_number()) return -last["loss"].get<double>();
+  const Json& last = history.back();
+  if (last.is_object() && last.contains("train_loss") && last["train_loss"].is_number()) {
+    return -last["train_loss"].get<double>();
+  }
   return -1e300;
 }
 

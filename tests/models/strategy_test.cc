@@ -89,7 +89,7 @@ TEST_CASE("scribble rules: cross-entropy alone, rotations only while labels are 
   CHECK(fifty.epochs * fifty.steps_per_epoch == 900);
 }
 
-TEST_CASE("validation holds out about 1,700 px of the least painted class, 5-20%", "[strategy]") {
+TEST_CASE("validation holds out about 1,700 px of the least painted class, 5-20%, until the second half", "[strategy]") {
   const MaterialsSample& s = SmallSample();
   DataFingerprint fp = ComputeFingerprint(s.image, &s.scribbles, {}).value();
   auto fraction = [&](std::vector<int64_t> per_class) {
@@ -104,6 +104,8 @@ TEST_CASE("validation holds out about 1,700 px of the least painted class, 5-20%
   CHECK(fraction({340000, 340000, 340000}) == Approx(0.05));
   // A rarely painted class keeps its strokes' share of the validation: a fifth for all.
   CHECK(fraction({48000, 2000}) == Approx(0.2));
+  // The held-out strokes train the second half of every candidate's chain.
+  for (const ModelConfig& c : PlanCandidates(fp)) CHECK(c.RefitFrom() == (c.epochs + 1) / 2);
 }
 
 TEST_CASE("denoiser rules: rotations without resampling, gamma 1, steps from the image size", "[strategy]") {
@@ -134,7 +136,9 @@ TEST_CASE("augmentation levels, Dice weight and gamma travel in JSON, and older 
   c.augment = "rot90";
   c.dice_weight = 0.25;
   c.n2n_gamma = 0.5;
+  c.refit_fraction = 0.25;
   ModelConfig back = ConfigFromJson(ConfigToJson(c)).value();
+  CHECK(back.refit_fraction == 0.25);
   CHECK(back.augment == "rot90");
   CHECK(back.dice_weight == 0.25);
   CHECK(back.n2n_gamma == 0.5);
@@ -142,7 +146,9 @@ TEST_CASE("augmentation levels, Dice weight and gamma travel in JSON, and older 
   j["augment"] = true;  // a configuration from before the levels
   j.erase("dice_weight");
   j.erase("n2n_gamma");
+  j.erase("refit_fraction");
   back = ConfigFromJson(j).value();
+  CHECK(back.refit_fraction == 0);  // older chains hold their strokes out to the end
   CHECK(back.augment == "full");
   CHECK(back.dice_weight == 1.0);
   CHECK(back.n2n_gamma == 2.0);  // what older denoising chains trained with
@@ -158,6 +164,9 @@ TEST_CASE("augmentation levels, Dice weight and gamma travel in JSON, and older 
   CHECK(ConfigFromJson(j).status().message().find("n2n_gamma") != std::string::npos);
   c.n2n_gamma = 1000;
   CHECK(c.Validate().message().find("n2n_gamma") != std::string::npos);
+  c.n2n_gamma = 2;
+  c.refit_fraction = 1;  // nothing would be validated
+  CHECK(c.Validate().message().find("refit_fraction") != std::string::npos);
 }
 
 TEST_CASE("unusable data is refused with a reason", "[strategy]") {

@@ -219,6 +219,45 @@ TEST_CASE("training resumed from checkpoints is bit-identical", "[models][train]
   }
 }
 
+TEST_CASE("refit epochs train on the held-out strokes too and validate nothing", "[models][train]") {
+  TempDir dir;
+  ModelConfig c = TinyConfig("unet2d", 4, 3);
+  c.refit_fraction = 0.5;  // epochs 3 and 4
+  REQUIRE(c.RefitFrom() == 2);
+  ModelConfig held = c;
+  held.refit_fraction = 0;  // the strokes stay out to the end
+  auto t = MakeTrainer(c);
+  auto h = MakeTrainer(held);
+  REQUIRE(t->validation_voxels() > 0);
+  REQUIRE(t->RunUntilEpoch(2, {}).ok());
+  REQUIRE(h->RunUntilEpoch(2, {}).ok());
+  CHECK(t->WeightsDigest() == h->WeightsDigest());  // the same training until the refit
+  REQUIRE(t->RunUntilEpoch(4, {}).ok());
+  REQUIRE(h->RunUntilEpoch(4, {}).ok());
+  CHECK(t->WeightsDigest() != h->WeightsDigest());
+  const std::vector<EpochMetrics>& history = t->history();
+  REQUIRE(history.size() == 4);
+  CHECK(history[1].mean_dice > 0);
+  CHECK(history[1].dice.size() == 3);
+  for (size_t e : {size_t{2}, size_t{3}}) {
+    CHECK(history[e].mean_dice == -1);
+    CHECK(history[e].dice.empty());
+  }
+  CHECK(t->validation_dice() == history[1].mean_dice);  // the last score on unseen strokes
+  CHECK(h->validation_dice() == h->history()[3].mean_dice);
+  // Resuming inside a refit epoch is bit-identical too.
+  std::vector<EpochMetrics> resumed;
+  CHECK(TrainWithInterruptions(c, {7}, dir.path(), &resumed) == t->WeightsDigest());
+  // What changed is the held-out strokes joining: with none held out, a refit is a no-op.
+  c.validation_fraction = held.validation_fraction = 0;
+  auto t0 = MakeTrainer(c);
+  auto h0 = MakeTrainer(held);
+  REQUIRE(t0->RunUntilEpoch(4, {}).ok());
+  REQUIRE(h0->RunUntilEpoch(4, {}).ok());
+  CHECK(t0->WeightsDigest() == h0->WeightsDigest());
+  CHECK(t0->validation_dice() == -1);
+}
+
 TEST_CASE("checkpoints of another configuration or corrupt files are refused", "[models][train]") {
   TempDir dir;
   ModelConfig c = TinyConfig("unet2d", 1, 2);

@@ -25,16 +25,31 @@ Leased MustLease(server::Queue& q, const server::NodeCredentials& n, const NodeI
   return {*env, n.node_id};
 }
 
-Result TrainResult(QueueFixture& f, const Leased& l, double dice, bool with_model) {
+// An epoch's metrics as the worker reports them; mean Dice -1 = not validated.
+models::EpochMetrics Epoch(int64_t epoch, double mean_dice, double train_loss) {
+  models::EpochMetrics m;
+  m.epoch = epoch;
+  m.train_loss = train_loss;
+  m.mean_dice = mean_dice;
+  if (mean_dice >= 0) m.dice = m.iou = {mean_dice};
+  return m;
+}
+
+Result TrainResult(QueueFixture& f, const Leased& l, const std::vector<models::EpochMetrics>& history,
+                   bool with_model) {
   Result r;
   r.lease_id = l.env.lease_id;
   r.unit_id = l.env.unit.unit_id;
   r.node_id = l.node;
   r.epochs_done = l.env.unit.epochs->end;
   r.outputs["checkpoint"] = f.PutBytes("checkpoint of " + r.unit_id);
-  r.outputs["metrics"] = f.PutBytes(Json{{"history", {{{"mean_dice", dice}, {"loss", 1 - dice}}}}}.dump());
+  r.outputs["metrics"] = f.PutBytes(Json{{"history", models::HistoryToJson(history)}}.dump());
   if (with_model) r.outputs["model"] = f.PutBytes("model of " + r.unit_id);
   return r;
+}
+
+Result TrainResult(QueueFixture& f, const Leased& l, double dice, bool with_model) {
+  return TrainResult(f, l, {Epoch(1, dice, 1 - dice)}, with_model);
 }
 
 Json JobView(QueueFixture& f, const std::string& job) { return Must(f.queue->JobStatus(job)); }
@@ -217,6 +232,39 @@ TEST_CASE("a node can touch only its own leases", "[server][queue]") {
   CHECK(f.queue->Complete(a.node_id, fake).code() == StatusCode::kFailedPrecondition);
   Must(f.queue->Complete(a.node_id, TrainResult(f, l, 0.9, true)));
   CHECK(JobView(f, job)["state"] == "done");
+}
+
+// Submits a sweep of three one-epoch candidates a, b, c, completes each with its history and
+// returns the names in ranking order.
+std::vector<std::string> RankSweep(const std::map<std::string, std::vector<models::EpochMetrics>>& history) {
+  QueueFixture f;
+  auto node = f.Enroll();
+  Job job;
+  job.kind = JobKind::kSweep;
+  job.inputs["image"] = f.PutVolume(Ramp(4, 16, 16));
+  job.inputs["labels"] = f.PutVolume(Ramp(4, 16, 16));
+  job.config = {{"candidates", {models::ConfigToJson(TinyConfig("a", 1)), models::ConfigToJson(TinyConfig("b", 1)),
+                                models::ConfigToJson(TinyConfig("c", 1))}}};
+  const std::string id = Must(f.queue->Submit(job));
+  for (int i = 0; i < 3; ++i) {
+    Leased l = MustLease(*f.queue, node);
+    Must(f.queue->Complete(node.node_id, TrainResult(f, l, history.at(l.env.unit.config["model"]["name"]), true)));
+  }
+  const Json view = JobView(f, id);
+  std::vector<std::string> names;
+  for (const Json& r : view["summary"]["ranking"]) names.push_back(r["name"]);
+  return names;
+}
+
+TEST_CASE("a sweep ranks by the last validated epoch, or by training loss when none was validated", "[server][queue]") {
+  // Refit epochs (the validation strokes train) report no Dice; the score before them stands.
+  CHECK(RankSweep({{"a", {Epoch(1, 0.90, 0.3), Epoch(2, -1, 0.2)}},
+                   {"b", {Epoch(1, 0.80, 0.3), Epoch(2, -1, 0.1)}},
+                   {"c", {Epoch(1, 0.95, 0.4), Epoch(2, -1, 0.3)}}}) ==
+        std::vector<std::string>{"c", "a", "b"});
+  // Nothing held out (or denoising): the lowest final training loss first.
+  CHECK(RankSweep({{"a", {Epoch(1, -1, 0.3)}}, {"b", {Epoch(1, -1, 0.1)}}, {"c", {Epoch(1, -1, 0.2)}}}) ==
+        std::vector<std::string>{"b", "c", "a"});
 }
 
 TEST_CASE("a sweep ranks its candidates and segments the volume with the best", "[server][queue]") {

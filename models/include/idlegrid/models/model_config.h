@@ -56,8 +56,14 @@ struct ModelConfig {
   // which pulls the sub-image prediction towards the full-image one (training_ops.h).
   double n2n_gamma = 2.0;
   double validation_fraction = 0.2;   // of the labelled strokes, per class
+  // Segmentation: the last floor(epochs x refit_fraction) epochs of the chain train on every
+  // label, the validation strokes too, and validate nothing (the scores before them stand).
+  // 0 = the validation strokes stay out to the end.
+  double refit_fraction = 0;
   std::vector<std::string> class_names;
 
+  // The first epoch (0-based) that trains on the validation strokes too; epochs when none.
+  int64_t RefitFrom() const;
   // Halo (slices on each side) an inference slab needs so that its stitched result equals
   // whole-volume inference.
   int64_t InferenceHalo() const;

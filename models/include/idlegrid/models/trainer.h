@@ -34,7 +34,8 @@ struct EpochMetrics {
   double train_loss = 0;          // mean over the epoch's steps
   std::vector<double> dice;       // per class on the held-out strokes (segmentation)
   std::vector<double> iou;
-  double mean_dice = -1;          // -1 when there is no validation
+  double mean_dice = -1;          // -1 when there is no validation (none held out, or a
+                                  // refit epoch: ModelConfig::refit_fraction)
 };
 
 struct StepInfo {
@@ -94,6 +95,9 @@ class Trainer {
   int64_t step_in_epoch() const;
   int64_t global_step() const;
   const std::vector<EpochMetrics>& history() const;
+  // Mean Dice of the last validated epoch: the model's score on strokes it had not trained
+  // on when measured (refit epochs validate nothing). -1 when there is none.
+  double validation_dice() const;
   const ModelConfig& config() const;
   // A 64-bit checksum (FNV-1a) over every parameter: equal for bit-identical weights.
   std::string WeightsDigest() const;
