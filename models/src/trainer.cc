@@ -21,6 +21,7 @@ namespace {
 constexpr const char* kCheckpointFormat = "idlegrid-checkpoint-1";
 constexpr const char* kModelFormat = "idlegrid-model-1";
 constexpr double kGradClip = 12.0;
+constexpr double kRefitRate = 0.5;  // peak learning rate of a refit, of the configured one
 
 // Fisher-Yates with our own index draws: the order is the same with every standard library.
 template <typename T>
@@ -55,8 +56,10 @@ struct Trainer::Impl {
   int64_t Y() const { return image.size(2); }
   int64_t X() const { return image.size(3); }
 
-  // Refit epochs (ModelConfig::refit_fraction) train on the held-out strokes too.
-  bool Refitting() const { return config.task == Task::kSegment && epoch >= config.RefitFrom(); }
+  // Refit epochs (ModelConfig::refit_fraction) train on the held-out strokes too; there are
+  // none when nothing is held out.
+  bool Refits() const { return config.task == Task::kSegment && val_count > 0; }
+  bool Refitting() const { return Refits() && epoch >= config.RefitFrom(); }
   Status SplitStrokes(const torch::Tensor& labels);
   double LearningRate() const;
   void SampleBatch(torch::Tensor* batch, torch::Tensor* target);
@@ -160,13 +163,22 @@ Status Trainer::Impl::SplitStrokes(const torch::Tensor& labels) {
   return Status::Ok();
 }
 
-// Warm-up over the first 5% of the chain's steps, then polynomial decay (power 0.9).
+// Warm-up over the first 5% of the steps, then polynomial decay (power 0.9) to zero. With a
+// refit the chain runs two such schedules: the first, on the training strokes alone, ends
+// converged, so its last validation scores a finished model (and equals a chain of
+// RefitFrom() epochs without refit); the refit restarts at kRefitRate of the rate, without
+// warm-up, on every label. One schedule decaying across the refit reached 0.948 mean Dice at
+// 5k px (mosaic 1, unet2d, trainer seeds 0-7), two 0.952, no validation at all 0.951.
 double Trainer::Impl::LearningRate() const {
-  const double total = static_cast<double>(config.epochs * config.steps_per_epoch);
-  const double warm = std::max(1.0, total / 20);
-  const double t = static_cast<double>(global_step);
+  const int64_t total = config.epochs * config.steps_per_epoch;
+  const int64_t refit = Refits() ? config.RefitFrom() * config.steps_per_epoch : total;
+  auto decay = [](double t, double n) { return std::pow(std::max(0.0, 1 - t / (n + 1)), 0.9); };
+  if (global_step >= refit) {
+    return config.learning_rate * kRefitRate * decay(static_cast<double>(global_step - refit), static_cast<double>(total - refit));
+  }
+  const double n = static_cast<double>(refit), warm = std::max(1.0, n / 20), t = static_cast<double>(global_step);
   if (t < warm) return config.learning_rate * (0.1 + 0.9 * t / warm);
-  return config.learning_rate * std::pow(std::max(0.0, 1 - (t - warm) / (total - warm + 1)), 0.9);
+  return config.learning_rate * decay(t - warm, n - warm);
 }
 
 void Trainer::Impl::SampleBatch(torch::Tensor* batch, torch::Tensor* target) {

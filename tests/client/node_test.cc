@@ -387,6 +387,7 @@ TEST_CASE("a sweep and its inference run through two nodes", "[client][node]") {
   Json candidates = Json::array();
   for (const char* arch : {"unet2d", "dilated2d", "unet25d"}) {
     models::ModelConfig c = testing::TinyConfig(arch, 2, 4);
+    c.refit_fraction = 0.5;  // the second epoch trains on the validation strokes too
     candidates.push_back(models::ConfigToJson(c));
   }
   job.config = {{"candidates", candidates}, {"infer", "labels"}};
@@ -397,8 +398,8 @@ TEST_CASE("a sweep and its inference run through two nodes", "[client][node]") {
   Json s = g.WaitFor(id, [](const Json& j) { return j["state"] == "done" || j["state"] == "failed"; }, 300);
   REQUIRE(s["state"] == "done");
   CHECK(s["summary"]["ranking"].size() == 3);
-  // Each chain's second epoch is a refit (the strategy's refit_fraction 0.5): no validation
-  // there, so the score is the first epoch's validation Dice.
+  // Each chain's second epoch is a refit: no validation there, so the score is the first
+  // epoch's validation Dice.
   for (const Json& r : s["summary"]["ranking"]) CHECK((r["score"].is_number() && r["score"].get<double>() > 0));
   std::set<std::string> nodes;
   for (const Json& u : s["units"]) nodes.insert(u["node"].get<std::string>());

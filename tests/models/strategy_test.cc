@@ -89,7 +89,7 @@ TEST_CASE("scribble rules: cross-entropy alone, rotations only while labels are 
   CHECK(fifty.epochs * fifty.steps_per_epoch == 900);
 }
 
-TEST_CASE("validation holds out about 1,700 px of the least painted class, 5-20%, until the second half", "[strategy]") {
+TEST_CASE("validation holds out about 1,700 px of the least painted class, 5-20%, and few labels refit", "[strategy]") {
   const MaterialsSample& s = SmallSample();
   DataFingerprint fp = ComputeFingerprint(s.image, &s.scribbles, {}).value();
   auto fraction = [&](std::vector<int64_t> per_class) {
@@ -104,8 +104,10 @@ TEST_CASE("validation holds out about 1,700 px of the least painted class, 5-20%
   CHECK(fraction({340000, 340000, 340000}) == Approx(0.05));
   // A rarely painted class keeps its strokes' share of the validation: a fifth for all.
   CHECK(fraction({48000, 2000}) == Approx(0.2));
-  // The held-out strokes train the second half of every candidate's chain.
+  // While labels are few, the held-out strokes train the second half of every chain.
   for (const ModelConfig& c : PlanCandidates(fp)) CHECK(c.RefitFrom() == (c.epochs + 1) / 2);
+  fraction({17000, 17000, 17000});
+  for (const ModelConfig& c : PlanCandidates(fp)) CHECK(c.RefitFrom() == c.epochs);
 }
 
 TEST_CASE("denoiser rules: rotations without resampling, gamma 1, steps from the image size", "[strategy]") {
