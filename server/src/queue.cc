@@ -871,7 +871,7 @@ double ChainScore(const Json& metrics) {
   const Json& history = metrics["history"];
   for (auto e = history.rbegin(); e != history.rend(); ++e) {
     if (e->is_object() && e->contains("mean_dice") && (*e)["mean_dice"].is_number() &&
-        (*e)["mean_dice"].get<double>() > 0) {
+        (*e)["mean_dice"].get<double>() >= 0) {  // -1: not validated
       return (*e)["mean_dice"].get<double>();
     }
   }

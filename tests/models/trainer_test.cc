@@ -254,7 +254,7 @@ TEST_CASE("refit epochs train on the held-out strokes too and validate nothing",
   // Resuming inside a refit epoch is bit-identical too.
   std::vector<EpochMetrics> resumed;
   CHECK(TrainWithInterruptions(c, {7}, dir.path(), &resumed) == t->WeightsDigest());
-  // What changed is the held-out strokes joining: with none held out, a refit is a no-op.
+  // With none held out there is nothing to refit: same schedule, same weights as without.
   c.validation_fraction = held.validation_fraction = 0;
   auto t0 = MakeTrainer(c);
   auto h0 = MakeTrainer(held);
