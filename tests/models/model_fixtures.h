@@ -28,6 +28,7 @@ inline models::ModelConfig TinyConfig(const std::string& architecture, int64_t e
   models::ConfigureCpuRuntime(1);
   const MaterialsSample& s = SmallSample();
   models::DataFingerprint fp = models::ComputeFingerprint(s.image, &s.scribbles, {}).value();
+  fp.labelled_slices = 2;  // the scribbles lie on one slice; as if on two, so unet3d is planned too
   for (models::ModelConfig c : models::PlanCandidates(fp)) {
     if (c.architecture != architecture) continue;
     c.base_filters = 8;

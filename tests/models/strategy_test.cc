@@ -24,7 +24,7 @@ TEST_CASE("the fingerprint measures intensities and labels", "[strategy]") {
   CHECK(fp.std > 0);
 }
 
-TEST_CASE("at least four valid candidates that differ in kind", "[strategy]") {
+TEST_CASE("at least four valid candidates that differ in kind, 3D once labels lie on two slices", "[strategy]") {
   const MaterialsSample& s = SmallSample();
   DataFingerprint fp = ComputeFingerprint(s.image, &s.scribbles, {}).value();
   std::vector<ModelConfig> c = PlanCandidates(fp);
@@ -41,8 +41,15 @@ TEST_CASE("at least four valid candidates that differ in kind", "[strategy]") {
     // The JSON form round-trips exactly.
     CHECK(ConfigToJson(ConfigFromJson(ConfigToJson(m)).value()) == ConfigToJson(m));
   }
-  CHECK(archs == std::set<std::string>{"unet2d", "unet25d", "unet3d", "dilated2d"});
+  // All labels lie on one slice: no 3D candidate, a 2D U-Net of another scale instead.
+  CHECK(archs == std::set<std::string>{"unet2d", "unet25d", "dilated2d"});
   CHECK(names.size() == c.size());
+
+  // Labels on a second slice: the 3D U-Net joins.
+  fp.labelled_slices = 2;
+  std::set<std::string> archs2;
+  for (const ModelConfig& m : PlanCandidates(fp)) archs2.insert(m.architecture);
+  CHECK(archs2 == std::set<std::string>{"unet2d", "unet25d", "unet3d", "dilated2d"});
 
   // A single 2D image: substitutes keep four candidates, all 2D.
   Volume slice = ExtractSlab(s.image, SlabRange{6, 7, 0, 0}).value();
