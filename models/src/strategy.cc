@@ -323,6 +323,7 @@ ModelConfig PlanDenoiser(const DataFingerprint& fp) {
   const int64_t steps = std::clamp<int64_t>(fp.shape.voxels() / 50, 3000, 8000) * (fp.resources.gpu ? 2 : 1);
   c.epochs = steps / c.steps_per_epoch;
   c.validation_fraction = 0;
+  c.refit_fraction = 0;  // nothing held out, nothing to refit
   return c;
 }
 

@@ -77,6 +77,8 @@ TEST_CASE("more labels buy more training, and a GPU buys bigger patches", "[stra
   ModelConfig denoise = PlanDenoiser(fp);
   CHECK(denoise.task == Task::kDenoise);
   CHECK(denoise.Validate().ok());
+  CHECK(denoise.validation_fraction == 0);
+  CHECK(denoise.refit_fraction == 0);  // it carried the segmentation base's 0.5
 }
 
 TEST_CASE("scribble rules: cross-entropy alone, rotations only while labels are few", "[strategy]") {
