@@ -225,9 +225,9 @@ std::vector<ModelConfig> PlanCandidates(const DataFingerprint& fp) {
   // slice, cannot see it. On the demo sample (48x160x160, 18.6k px on one slice; sample
   // seeds 1-3, each candidate trained to the end) the 3D U-Net validated best on two of
   // them and segmented the volume worst on all three, mostly by growing the inclusions
-  // (12.9k voxels predicted for 8.8k true on seed 1, even on the painted slice: held-out
-  // strokes, drawn inside the phases, miss the boundaries). Validation / whole-volume
-  // mean Dice, seeds 1 / 2 / 3:
+  // (12.9k / 12.7k / 12.8k voxels predicted for 8.8k / 9.5k / 8.4k true; dilated2d 10.5k /
+  // 10.7k / 11.4k), even on the painted slice: held-out strokes, drawn inside the phases,
+  // miss the boundaries. Validation / whole-volume mean Dice, seeds 1 / 2 / 3:
   //   unet3d     0.991 / 0.905   0.990 / 0.918   0.996 / 0.906
   //   unet2d     0.953 / 0.937   0.994 / 0.942   0.771 / 0.914
   //   unet25d    0.970 / 0.948   0.991 / 0.956   0.925 / 0.924
