@@ -8,6 +8,7 @@ namespace {
 
 constexpr int64_t kMinPatch = 16;
 constexpr int64_t kMaxSampledVoxels = 1 << 21;
+constexpr double kMaxValidationFraction = 0.2;  // of each class's labelled voxels
 
 int64_t FloorPow2(int64_t v) {
   int64_t p = 1;
@@ -180,8 +181,9 @@ static ModelConfig BaseConfig(const DataFingerprint& fp) {
   c.dice_weight = 0;
   int64_t least = 0;  // pixels of the least painted class
   for (int64_t n : fp.labelled_per_class) least = least == 0 ? n : std::min(least, n);
-  c.validation_fraction = std::clamp(1700.0 / static_cast<double>(std::max<int64_t>(1, least)), 0.05, 0.2);
-  c.refit_fraction = c.validation_fraction >= 0.2 ? 0.5 : 0;
+  c.validation_fraction =
+      std::clamp(1700.0 / static_cast<double>(std::max<int64_t>(1, least)), 0.05, kMaxValidationFraction);
+  c.refit_fraction = c.validation_fraction >= kMaxValidationFraction ? 0.5 : 0;
   c.augment = fp.labelled_total < 20000 ? "rot90" : "flips";
   c.steps_per_epoch = 50;
   int64_t steps = std::clamp<int64_t>(400 + fp.labelled_total / 100, 600, 3000) * (gpu ? 2 : 1);

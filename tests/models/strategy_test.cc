@@ -45,10 +45,13 @@ TEST_CASE("at least four valid candidates that differ in kind, 3D once labels li
   CHECK(archs == std::set<std::string>{"unet2d", "unet25d", "dilated2d"});
   CHECK(names.size() == c.size());
 
-  // Labels on a second slice: the 3D U-Net joins.
-  fp.labelled_slices = 2;
+  // A dab on a second slice: the 3D U-Net joins.
+  Volume two = s.scribbles;
+  two.data<uint8_t>()[two.Index(s.label_slice == 2 ? 3 : 2, 5, 5)] = 1;
+  DataFingerprint fp2slices = ComputeFingerprint(s.image, &two, {}).value();
+  CHECK(fp2slices.labelled_slices == 2);
   std::set<std::string> archs2;
-  for (const ModelConfig& m : PlanCandidates(fp)) archs2.insert(m.architecture);
+  for (const ModelConfig& m : PlanCandidates(fp2slices)) archs2.insert(m.architecture);
   CHECK(archs2 == std::set<std::string>{"unet2d", "unet25d", "unet3d", "dilated2d"});
 
   // A single 2D image: substitutes keep four candidates, all 2D.
