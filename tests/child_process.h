@@ -70,6 +70,7 @@ class ChildProcess {
   }
 
   void Signal(int sig) { ::kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
 
   // Exit code (or 128 + signal), or -1 if it did not exit within timeout_ms.
   int Wait(int timeout_ms) {

@@ -56,7 +56,7 @@ const ModelConfig& Model::config() const { return impl_->config; }
 const Json& Model::metadata() const { return impl_->metadata; }
 
 StatusOr<InferenceResult> Model::Predict(const Volume& input, const SlabRange& slab,
-                                         int64_t total_depth) const {
+                                         int64_t total_depth, const PredictHooks& hooks) const {
   const ModelConfig& c = impl_->config;
   const VolumeShape& s = input.shape();
   if (s.c != c.in_channels) {
@@ -89,8 +89,16 @@ StatusOr<InferenceResult> Model::Predict(const Volume& input, const SlabRange& s
     // trained with 90-degree rotations (+0.01 to +0.05 dB in five runs of bench/denoise; a
     // segmenter gained 0.001 Dice, not worth twice the time).
     po.tta_views = c.task == Task::kDenoise && (c.augment == "rot90" || c.augment == "full") ? 8 : 4;
+    if (hooks.should_stop || hooks.on_progress) {
+      po.on_tile = [&hooks](int64_t done, int64_t total) {
+        if (hooks.on_progress) hooks.on_progress(static_cast<double>(done) / static_cast<double>(total));
+        return !(hooks.should_stop && hooks.should_stop());
+      };
+    }
     torch::Tensor out = PredictSlices(impl_->net, c, in, slab.read_begin(), slab.z_begin, slab.z_end,
-                                      total_depth, po).to(torch::kCPU);
+                                      total_depth, po);
+    if (!out.defined()) return CancelledError("inference stopped");
+    out = out.to(torch::kCPU);
     const VolumeShape out_shape{slab.depth(), s.y, s.x, 1};
     if (c.task == Task::kSegment) {
       IDLEGRID_ASSIGN_OR_RETURN(result.labels, Volume::CreateUninitialized(out_shape, DType::kUInt8));
@@ -116,8 +124,8 @@ StatusOr<InferenceResult> Model::Predict(const Volume& input, const SlabRange& s
   return result;
 }
 
-StatusOr<InferenceResult> Model::PredictVolume(const Volume& volume) const {
-  return Predict(volume, SlabRange{0, volume.shape().z, 0, 0}, volume.shape().z);
+StatusOr<InferenceResult> Model::PredictVolume(const Volume& volume, const PredictHooks& hooks) const {
+  return Predict(volume, SlabRange{0, volume.shape().z, 0, 0}, volume.shape().z, hooks);
 }
 
 }  // namespace idlegrid::models

@@ -98,58 +98,72 @@ torch::Tensor PredictSlices(torch::nn::AnyModule& net, const ModelConfig& config
   const int64_t k_out = config.OutChannels();
   const int64_t zn = out_end - out_begin;
   const int64_t multiple = config.architecture == "dilated2d" ? 1 : int64_t{1} << config.depth;
-  // Inference tiles: twice the training patch in-plane (fewer borders), within the image.
+  const bool three_d = IsThreeD(config.architecture);
+  // Inference tiles: twice the training patch in-plane (fewer borders), within the image;
+  // in depth the 3D patch, or one slice.
   const int64_t ty = FloorTo(std::min(Y, 2 * config.patch_y), multiple);
   const int64_t tx = FloorTo(std::min(X, 2 * config.patch_x), multiple);
-  torch::Tensor acc = torch::zeros({zn, k_out, Y, X}, torch::kFloat32);
-  torch::Tensor weight = torch::zeros({zn, 1, Y, X}, torch::kFloat32);
+  const int64_t tz = three_d ? config.patch_z : 1;
   const std::vector<int64_t> ys = TilePositions(Y, ty), xs = TilePositions(X, tx);
+  const std::vector<int64_t> zs = three_d ? TilePositions(total_depth, tz) : std::vector<int64_t>{};
 
-  if (IsThreeD(config.architecture)) {
-    const int64_t tz = config.patch_z;
-    torch::Tensor imp = Importance({tz, ty, tx});
-    for (int64_t z0 : TilePositions(total_depth, tz)) {
-      int64_t lo = std::max(z0, out_begin), hi = std::min(z0 + tz, out_end);
-      if (lo >= hi) continue;
-      // [tz, C, Y, X] of this tile's slices, as [1, C, tz, Y, X]
-      torch::Tensor slab = input.slice(0, z0 - input_offset, z0 - input_offset + tz).permute({1, 0, 2, 3}).unsqueeze(0);
-      for (int64_t y0 : ys) {
-        for (int64_t x0 : xs) {
-          if (options.wanted.defined() &&
-              !options.wanted.slice(0, lo - out_begin, hi - out_begin).slice(1, y0, y0 + ty).slice(2, x0, x0 + tx).any().item<bool>()) {
-            continue;
-          }
-          torch::Tensor tile = slab.slice(3, y0, y0 + ty).slice(4, x0, x0 + tx);
-          torch::Tensor out = Forward(net, config, tile, options.tta_views)[0] * imp;  // [K, tz, ty, tx]
-          torch::Tensor part = out.slice(1, lo - z0, hi - z0).permute({1, 0, 2, 3});
-          acc.slice(0, lo - out_begin, hi - out_begin).slice(2, y0, y0 + ty).slice(3, x0, x0 + tx) += part;
-          weight.slice(0, lo - out_begin, hi - out_begin).slice(2, y0, y0 + ty).slice(3, x0, x0 + tx) +=
-              imp.slice(0, lo - z0, hi - z0).unsqueeze(1);
+  // The tiles to run, in their fixed global order: (z0, y0, x0), where z0 is a 3D tile's
+  // first slice or a 2D net's slice.
+  struct Tile {
+    int64_t z0, y0, x0;
+  };
+  std::vector<Tile> tiles;
+  auto add_plane = [&](int64_t z0) {
+    const int64_t lo = std::max(z0, out_begin), hi = std::min(z0 + tz, out_end);
+    if (lo >= hi) return;
+    for (int64_t y0 : ys) {
+      for (int64_t x0 : xs) {
+        if (options.wanted.defined() &&
+            !options.wanted.slice(0, lo - out_begin, hi - out_begin).slice(1, y0, y0 + ty).slice(2, x0, x0 + tx).any().item<bool>()) {
+          continue;
         }
+        tiles.push_back({z0, y0, x0});
       }
     }
+  };
+  if (three_d) {
+    for (int64_t z0 : zs) add_plane(z0);
   } else {
-    torch::Tensor imp = Importance({ty, tx});
-    const int64_t k = config.architecture == "unet25d" ? config.context_slices : 0;
-    for (int64_t z = out_begin; z < out_end; ++z) {
-      std::vector<torch::Tensor> planes;
-      for (int64_t dz = -k; dz <= k; ++dz) {
-        int64_t g = std::clamp<int64_t>(z + dz, 0, total_depth - 1);
-        planes.push_back(input[g - input_offset]);
-      }
-      torch::Tensor slice = torch::cat(planes, 0).unsqueeze(0);  // [1, C(2k+1), Y, X]
-      for (int64_t y0 : ys) {
-        for (int64_t x0 : xs) {
-          if (options.wanted.defined() &&
-              !options.wanted[z - out_begin].slice(0, y0, y0 + ty).slice(1, x0, x0 + tx).any().item<bool>()) {
-            continue;
-          }
-          torch::Tensor tile = slice.slice(2, y0, y0 + ty).slice(3, x0, x0 + tx);
-          torch::Tensor out = Forward(net, config, tile, options.tta_views)[0] * imp;
-          acc[z - out_begin].slice(1, y0, y0 + ty).slice(2, x0, x0 + tx) += out;
-          weight[z - out_begin].slice(1, y0, y0 + ty).slice(2, x0, x0 + tx) += imp;
+    for (int64_t z = out_begin; z < out_end; ++z) add_plane(z);
+  }
+
+  torch::Tensor acc = torch::zeros({zn, k_out, Y, X}, torch::kFloat32);
+  torch::Tensor weight = torch::zeros({zn, 1, Y, X}, torch::kFloat32);
+  const torch::Tensor imp = three_d ? Importance({tz, ty, tx}) : Importance({ty, tx}).unsqueeze(0);  // [tz, ty, tx]
+  const int64_t k = config.architecture == "unet25d" ? config.context_slices : 0;
+  torch::Tensor source;  // the network's input for the current z0: [1, C, tz, Y, X] or [1, C', Y, X]
+  int64_t source_z = -1;
+  for (size_t i = 0; i < tiles.size(); ++i) {
+    const Tile& t = tiles[i];
+    if (t.z0 != source_z) {
+      source_z = t.z0;
+      if (three_d) {
+        source = input.slice(0, t.z0 - input_offset, t.z0 - input_offset + tz).permute({1, 0, 2, 3}).unsqueeze(0);
+      } else {
+        std::vector<torch::Tensor> planes;  // 2.5D: 2k+1 neighbouring slices as channels
+        for (int64_t dz = -k; dz <= k; ++dz) {
+          const int64_t g = std::clamp<int64_t>(t.z0 + dz, 0, total_depth - 1);
+          planes.push_back(input[g - input_offset]);
         }
+        source = torch::cat(planes, 0).unsqueeze(0);
       }
+    }
+    torch::Tensor tile = source.slice(-2, t.y0, t.y0 + ty).slice(-1, t.x0, t.x0 + tx);
+    torch::Tensor out = Forward(net, config, tile, options.tta_views)[0];  // [K, tz, ty, tx] or [K, ty, tx]
+    if (!three_d) out = out.unsqueeze(1);
+    out = out * imp;
+    const int64_t lo = std::max(t.z0, out_begin), hi = std::min(t.z0 + tz, out_end);
+    acc.slice(0, lo - out_begin, hi - out_begin).slice(2, t.y0, t.y0 + ty).slice(3, t.x0, t.x0 + tx) +=
+        out.slice(1, lo - t.z0, hi - t.z0).permute({1, 0, 2, 3});
+    weight.slice(0, lo - out_begin, hi - out_begin).slice(2, t.y0, t.y0 + ty).slice(3, t.x0, t.x0 + tx) +=
+        imp.slice(0, lo - t.z0, hi - t.z0).unsqueeze(1);
+    if (options.on_tile && !options.on_tile(static_cast<int64_t>(i) + 1, static_cast<int64_t>(tiles.size()))) {
+      return {};
     }
   }
   return acc / weight;

@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include <functional>
+
 #include "idlegrid/models/model_config.h"
 #include "idlegrid/shared/volume.h"
 
@@ -28,6 +30,10 @@ struct PredictOptions {
   // skipped (their voxels come out undefined). Every tile covering a wanted voxel still
   // runs, so wanted voxels get exactly the values of a full prediction.
   torch::Tensor wanted;
+  // Called after each tile with the tiles done and the tiles to run in all; returning false
+  // stops the prediction between two tiles (a SIGTERM must not wait for a whole slab: one
+  // of 32M voxels takes minutes on one CPU thread). Empty: runs to the end.
+  std::function<bool(int64_t done, int64_t total)> on_tile;
 };
 
 // Predicts output slices [out_begin, out_end) (global indices). `input` [Zs, C, Y, X] holds
@@ -35,7 +41,8 @@ struct PredictOptions {
 // needs; total_depth is the whole volume's depth (it anchors the tile grid in Z and clamps
 // 2.5D context). Returns [out_end - out_begin, K, Y, X]: class probabilities (segmentation)
 // or the denoised, still normalised image (denoising). Tiles run one at a time in a fixed
-// global order, so a slab reproduces the whole volume's values.
+// global order, so a slab reproduces the whole volume's values. An undefined tensor when
+// options.on_tile stopped it.
 torch::Tensor PredictSlices(torch::nn::AnyModule& net, const ModelConfig& config,
                             const torch::Tensor& input, int64_t input_offset, int64_t out_begin,
                             int64_t out_end, int64_t total_depth,

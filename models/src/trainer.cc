@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <unordered_map>
@@ -63,7 +64,8 @@ struct Trainer::Impl {
   Status SplitStrokes(const torch::Tensor& labels);
   double LearningRate() const;
   void SampleBatch(torch::Tensor* batch, torch::Tensor* target);
-  EpochMetrics Validate();
+  // nullopt when `should_stop` said yes between two tiles.
+  std::optional<EpochMetrics> Validate(const std::function<bool()>& should_stop);
 };
 
 // Splits the labelled voxels into training and validation by whole strokes: connected
@@ -253,7 +255,7 @@ void Trainer::Impl::SampleBatch(torch::Tensor* batch, torch::Tensor* target) {
   if (!labels.empty()) *target = torch::stack(labels).to(device);
 }
 
-EpochMetrics Trainer::Impl::Validate() {
+std::optional<EpochMetrics> Trainer::Impl::Validate(const std::function<bool()>& should_stop) {
   EpochMetrics m;
   if (config.task != Task::kSegment || val_count == 0) return m;
   struct TrainModeGuard {  // back to training mode however validation ends
@@ -268,7 +270,10 @@ EpochMetrics Trainer::Impl::Validate() {
     torch::Tensor mask = truth > 0;
     PredictOptions po;
     po.wanted = mask;  // only the tiles over held-out strokes
+    // Validation of a large slice takes many seconds on a CPU: a stop must not wait for it.
+    if (should_stop) po.on_tile = [&](int64_t, int64_t) { return !should_stop(); };
     torch::Tensor probs = PredictSlices(net, config, image, 0, z_begin, z_end, Z(), po);
+    if (!probs.defined()) return false;
     torch::Tensor pred = probs.argmax(1) + 1;  // [z, Y, X]
     torch::Tensor p = pred.masked_select(mask), t = truth.masked_select(mask);
     for (int64_t c = 1; c <= k; ++c) {
@@ -277,11 +282,14 @@ EpochMetrics Trainer::Impl::Validate() {
       fp[static_cast<size_t>(c - 1)] += (pc & ~tc).sum().item<double>();
       fn[static_cast<size_t>(c - 1)] += (~pc & tc).sum().item<double>();
     }
+    return true;
   };
   if (IsThreeD(config.architecture)) {
-    score(val_slices.front(), val_slices.back() + 1);
+    if (!score(val_slices.front(), val_slices.back() + 1)) return std::nullopt;
   } else {
-    for (int64_t z : val_slices) score(z, z + 1);
+    for (int64_t z : val_slices) {
+      if (!score(z, z + 1)) return std::nullopt;
+    }
   }
   double sum = 0;
   int counted = 0;
@@ -392,12 +400,17 @@ StatusOr<StepInfo> Trainer::Step() {
   }
 }
 
-StatusOr<EpochMetrics> Trainer::FinishEpoch() {
+StatusOr<EpochMetrics> Trainer::FinishEpoch(const std::function<bool()>& should_stop) {
   Impl& t = *impl_;
   if (!EpochStepsDone()) return FailedPreconditionError("the epoch has steps left");
   EpochMetrics m;
   try {
-    if (!t.Refitting()) m = t.Validate();
+    if (!t.Refitting()) {
+      std::optional<EpochMetrics> v = t.Validate(should_stop);
+      // Nothing has changed: a checkpoint now resumes by validating this epoch again.
+      if (!v) return CancelledError("validation stopped");
+      m = std::move(*v);
+    }
   } catch (const c10::Error& e) {
     return InternalError(std::string("validation failed: ") + e.what_without_backtrace());
   }
@@ -414,7 +427,7 @@ Status Trainer::RunUntilEpoch(int64_t end_epoch, const Hooks& hooks) {
   end_epoch = std::min(end_epoch, impl_->config.epochs);
   while (impl_->epoch < end_epoch) {
     if (EpochStepsDone()) {
-      IDLEGRID_ASSIGN_OR_RETURN(EpochMetrics m, FinishEpoch());
+      IDLEGRID_ASSIGN_OR_RETURN(EpochMetrics m, FinishEpoch(hooks.should_stop));
       if (hooks.on_epoch) hooks.on_epoch(m);
       continue;
     }

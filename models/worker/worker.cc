@@ -223,10 +223,25 @@ int RunInfer(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
   range.z_end = slab.read_end();
   StatusOr<Volume> input = ReadTiff(volume_path, range);
   if (!input.ok()) return Fail(events, ExitFor(input.status()), input.status());
-  if (Stopping(args)) return kWorkerInterrupted;
-  StatusOr<InferenceResult> result = (*model)->Predict(*input, slab, info->shape.z);
+  // A slab takes minutes on one thread: progress twice a second, and a stop between tiles
+  // (a slab has no checkpoint; it runs again whole).
+  auto interrupted = [&] {
+    events.Emit({{"event", "interrupted"}, {"z_begin", slab.z_begin}, {"z_end", slab.z_end}});
+    return kWorkerInterrupted;
+  };
+  if (Stopping(args)) return interrupted();
+  PredictHooks hooks;
+  hooks.should_stop = [&] { return Stopping(args); };
+  auto last_progress = Clock::now();
+  hooks.on_progress = [&](double fraction) {
+    const auto now = Clock::now();
+    if (now - last_progress < std::chrono::milliseconds(500)) return;
+    last_progress = now;
+    events.Emit({{"event", "progress"}, {"fraction", fraction}});
+  };
+  StatusOr<InferenceResult> result = (*model)->Predict(*input, slab, info->shape.z, hooks);
+  if (result.status().code() == StatusCode::kCancelled) return interrupted();
   if (!result.ok()) return Fail(events, ExitFor(result.status()), result.status());
-  if (Stopping(args)) return kWorkerInterrupted;
   Status st;
   if (output == "denoised") {
     st = WriteTiff(args.outputs_dir + "/denoised.tif", result->denoised);

@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
+#include <sstream>
 #include <thread>
 
 #include "child_process.h"
@@ -220,15 +221,26 @@ TEST_CASE("the errors a wizard user can meet are clear and lose no labels", "[cl
   CHECK(again->annotation().counts() == counts);
 }
 
-// Node processes of a private grid whose environment names `dir`, and whether they live.
-std::vector<pid_t> NodesUnder(const std::string& dir) {
+// The idlegrid-node processes the wizard `parent` started. Matching on the command line alone
+// also finds a node's child in the moment between fork and exec of its worker, when it still
+// carries the node's command line (CI once counted three nodes that way).
+pid_t ParentOf(const std::string& pid) {
+  const std::string stat = testing::Slurp("/proc/" + pid + "/stat");  // "pid (comm) state ppid ..."
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream rest(stat.substr(close + 1));
+  std::string state;
+  pid_t ppid = -1;
+  rest >> state >> ppid;
+  return ppid;
+}
+std::vector<pid_t> NodesOf(pid_t parent) {
   std::vector<pid_t> out;
   for (const auto& e : std::filesystem::directory_iterator("/proc")) {
     const std::string name = e.path().filename();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
     const std::string cmd = testing::Slurp("/proc/" + name + "/cmdline");
-    const std::string env = testing::Slurp("/proc/" + name + "/environ");
-    if (cmd.find("idlegrid-node") != std::string::npos && env.find(dir) != std::string::npos) out.push_back(std::stoi(name));
+    if (cmd.find("idlegrid-node") != std::string::npos && ParentOf(name) == parent) out.push_back(std::stoi(name));
   }
   return out;
 }
@@ -250,7 +262,7 @@ TEST_CASE("a private grid's nodes stop when the wizard is killed", "[client][wiz
     training = line && line->find("running") != std::string::npos;  // a unit is being computed
   }
   REQUIRE(training);
-  const std::vector<pid_t> nodes = NodesUnder(dir / "session");
+  const std::vector<pid_t> nodes = NodesOf(wizard.pid());
   REQUIRE(nodes.size() == 2);
   wizard.Signal(SIGKILL);  // no destructor runs: the nodes must notice by themselves
   CHECK(wizard.Wait(10000) == 128 + SIGKILL);

@@ -174,6 +174,33 @@ TEST_CASE("self-supervised denoising raises PSNR without clean data", "[models][
   CHECK(after > before + 3.0);
 }
 
+TEST_CASE("a prediction reports its progress tile by tile and stops between two tiles", "[models][infer]") {
+  TempDir dir;
+  const MaterialsSample& s = SmallSample();
+  for (const char* arch : {"unet2d", "unet3d"}) {
+    INFO(arch);
+    auto model = Model::Load(TrainedPackage(arch, dir)).value();
+    const InferenceResult whole = model->PredictVolume(s.image).value();
+    std::vector<double> fractions;
+    PredictHooks watch;
+    watch.on_progress = [&](double f) { fractions.push_back(f); };
+    const InferenceResult watched = model->PredictVolume(s.image, watch).value();
+    CHECK(watched.labels == whole.labels);  // watching changes nothing
+    REQUIRE(fractions.size() >= 2);  // the 3D net's two tiles (12 slices, 8 deep), 12 slices of one 2D tile
+    CHECK(fractions.back() == 1.0);
+    for (size_t i = 1; i < fractions.size(); ++i) CHECK(fractions[i] > fractions[i - 1]);
+
+    // A stop asked after the first tile: no second tile runs, and no result comes back.
+    size_t tiles = 0;
+    PredictHooks stop;
+    stop.on_progress = [&](double) { ++tiles; };
+    stop.should_stop = [&] { return tiles >= 1; };
+    StatusOr<InferenceResult> stopped = model->PredictVolume(s.image, stop);
+    CHECK(stopped.status().code() == StatusCode::kCancelled);
+    CHECK(tiles == 1);
+  }
+}
+
 TEST_CASE("model packages that are corrupt or foreign are refused", "[models][infer]") {
   TempDir dir;
   testing::Spit(dir / "junk.pt", "nope");

@@ -219,6 +219,42 @@ TEST_CASE("training resumed from checkpoints is bit-identical", "[models][train]
   }
 }
 
+TEST_CASE("a stop during validation changes nothing, and training resumes bit-identical", "[models][train]") {
+  TempDir dir;
+  for (const char* arch : {"unet2d", "unet3d"}) {
+    INFO(arch);
+    ModelConfig c = TinyConfig(arch, 2, 3);
+    auto straight = MakeTrainer(c);
+    REQUIRE(straight->validation_voxels() > 0);
+    REQUIRE(straight->RunUntilEpoch(c.epochs, {}).ok());
+
+    // The first epoch's steps are done, so the next question comes from inside validation
+    // (tiles over the held-out strokes take seconds on a large slice).
+    auto t = MakeTrainer(c);
+    int asked_in_validation = 0;
+    Trainer::Hooks hooks;
+    hooks.should_stop = [&] { return t->EpochStepsDone() && ++asked_in_validation == 1; };
+    Status st = t->RunUntilEpoch(c.epochs, hooks);
+    CHECK(st.code() == StatusCode::kCancelled);
+    CHECK(asked_in_validation == 1);
+    CHECK(t->epoch() == 0);  // the epoch is not recorded half-validated
+    CHECK(t->history().empty());
+    CHECK(t->EpochStepsDone());
+    REQUIRE(t->SaveCheckpoint(dir / "ck.pt").ok());
+
+    auto resumed = MakeTrainer(c);  // a fresh process: nothing carried over but the file
+    REQUIRE(resumed->LoadCheckpoint(dir / "ck.pt").ok());
+    CHECK(resumed->EpochStepsDone());
+    REQUIRE(resumed->RunUntilEpoch(c.epochs, {}).ok());
+    CHECK(resumed->WeightsDigest() == straight->WeightsDigest());
+    REQUIRE(resumed->history().size() == straight->history().size());
+    for (size_t i = 0; i < straight->history().size(); ++i) {
+      CHECK(resumed->history()[i].dice == straight->history()[i].dice);
+      CHECK(resumed->history()[i].train_loss == straight->history()[i].train_loss);
+    }
+  }
+}
+
 TEST_CASE("refit epochs train on the held-out strokes too and validate nothing", "[models][train]") {
   TempDir dir;
   ModelConfig c = TinyConfig("unet2d", 4, 3);

@@ -175,23 +175,34 @@ TEST_CASE("SIGTERM mid-epoch checkpoints within 2 s and resuming loses nothing",
         CheckpointDigest(c, d.root / "straight/checkpoint.pt"));
 }
 
-TEST_CASE("an inference unit writes its slab", "[models][worker]") {
-  Dirs d;
-  ModelConfig c = testing::TinyConfig("unet25d", 1, 2);
+// Trains `c` for its first epoch in a worker process and leaves the model as input "model".
+void TrainModelInput(const Dirs& d, const ModelConfig& c) {
   ChildProcess train({kWorker, "run", WriteUnit(TrainUnit(c, 0, 1, false), d.root / "u.json"),
                       "--inputs", d.inputs, "--outputs", d.root / "train"});
   train.Drain(60000);
   REQUIRE(train.Wait(5000) == kWorkerOk);
   std::filesystem::copy_file(d.root / "train/model.pt", d.inputs + "/model");
-  std::filesystem::copy_file(d.inputs + "/image", d.inputs + "/volume");
+}
+
+WorkUnit SlabUnit(const std::string& output, const SlabRange& slab) {
   WorkUnit u;
   u.unit_id = "s1";
   u.job_id = "j1";
   u.kind = UnitKind::kInferSlab;
-  u.config = Json{{"output", "probabilities"}};
+  u.config = Json{{"output", output}};
   u.inputs["model"] = Ref();
   u.inputs["volume"] = Ref();
-  u.slab = SlabRange{4, 8, c.InferenceHalo(), c.InferenceHalo()};
+  u.threads = 1;
+  u.slab = slab;
+  return u;
+}
+
+TEST_CASE("an inference unit writes its slab", "[models][worker]") {
+  Dirs d;
+  ModelConfig c = testing::TinyConfig("unet25d", 1, 2);
+  TrainModelInput(d, c);
+  std::filesystem::copy_file(d.inputs + "/image", d.inputs + "/volume");
+  const WorkUnit u = SlabUnit("probabilities", SlabRange{4, 8, c.InferenceHalo(), c.InferenceHalo()});
   ChildProcess infer({kWorker, "run", WriteUnit(u, d.root / "s.json"), "--inputs", d.inputs,
                       "--outputs", d.root / "infer"});
   std::vector<Json> ev = Events(infer.Drain(60000));
@@ -202,6 +213,45 @@ TEST_CASE("an inference unit writes its slab", "[models][worker]") {
   CHECK(ReadTiff(d.root / "infer/probabilities.tif").value().shape().c == 3);
   InferenceResult whole = Model::Load(d.inputs + "/model").value()->PredictVolume(SmallSample().image).value();
   CHECK(labels == ExtractSlab(whole.labels, SlabRange{4, 8, 0, 0}).value());
+}
+
+TEST_CASE("an inference slab reports progress and SIGTERM stops it within 2 s", "[models][worker]") {
+  Dirs d;
+  ModelConfig c = testing::TinyConfig("unet2d", 1, 2);
+  TrainModelInput(d, c);
+  // The sample tiled to 8 slices of 512 x 512: some 1,800 tiles of 64 px, seconds of work.
+  const Volume& small = SmallSample().image;
+  Volume big = Volume::Create({8, 512, 512, 1}, small.dtype()).value();
+  for (int64_t z = 0; z < 8; ++z) {
+    for (int64_t y = 0; y < 512; ++y) {
+      for (int64_t x = 0; x < 512; ++x) big.at<uint16_t>(z, y, x) = small.at<uint16_t>(z, y % 64, x % 64);
+    }
+  }
+  REQUIRE(WriteTiff(d.inputs + "/volume", big).ok());
+  const WorkUnit u = SlabUnit("labels", SlabRange{0, 8, 0, 0});
+  ChildProcess infer({kWorker, "run", WriteUnit(u, d.root / "s.json"), "--inputs", d.inputs,
+                      "--outputs", d.root / "infer"});
+  // Progress arrives while the tiles run, not only at the end.
+  double fraction = -1;
+  for (int i = 0; i < 100 && fraction < 0; ++i) {
+    std::optional<std::string> line = infer.ReadLine(30000);
+    REQUIRE(line);
+    const Json e = ParseJson(*line).value();
+    REQUIRE(e["event"] != "done");
+    if (e["event"] == "progress") fraction = e["fraction"];
+  }
+  CHECK(fraction > 0);
+  CHECK(fraction < 1);
+  auto t0 = std::chrono::steady_clock::now();
+  infer.Signal(SIGTERM);
+  const int code = infer.Wait(5000);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(code == kWorkerInterrupted);
+  CHECK(seconds < 2.0);
+  const std::vector<Json> ev = Events(infer.Drain(1000));
+  REQUIRE_FALSE(ev.empty());
+  CHECK(ev.back()["event"] == "interrupted");
+  CHECK_FALSE(std::filesystem::exists(d.root / "infer/labels.tif"));
 }
 
 TEST_CASE("bad units and bad data exit with their own codes", "[models][worker]") {

@@ -10,6 +10,7 @@
 #ifndef IDLEGRID_MODELS_MODEL_H_
 #define IDLEGRID_MODELS_MODEL_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -31,6 +32,12 @@ struct InferenceResult {
   Volume denoised;       // denoising: float32 in the input's intensity units
 };
 
+// Asked between two tiles of a prediction.
+struct PredictHooks {
+  std::function<bool()> should_stop;                 // true: Predict stops with CANCELLED
+  std::function<void(double fraction)> on_progress;  // after each tile: the share of tiles done
+};
+
 class Model {
  public:
   // DATA_LOSS for a corrupt or foreign file, INVALID_ARGUMENT for an unknown architecture.
@@ -47,11 +54,12 @@ class Model {
 
   // `input` holds slices [slab.read_begin(), slab.read_end()) of a volume of `total_depth`
   // slices, in its original intensities. The result covers [slab.z_begin, slab.z_end).
-  // INVALID_ARGUMENT when the input does not fit the model or the halo is too small.
+  // INVALID_ARGUMENT when the input does not fit the model or the halo is too small;
+  // CANCELLED when hooks.should_stop said so (between two tiles).
   StatusOr<InferenceResult> Predict(const Volume& input, const SlabRange& slab,
-                                    int64_t total_depth) const;
+                                    int64_t total_depth, const PredictHooks& hooks = {}) const;
   // The whole volume in one call.
-  StatusOr<InferenceResult> PredictVolume(const Volume& volume) const;
+  StatusOr<InferenceResult> PredictVolume(const Volume& volume, const PredictHooks& hooks = {}) const;
 
   struct Impl;
 

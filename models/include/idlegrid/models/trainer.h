@@ -63,11 +63,14 @@ class Trainer {
   StatusOr<StepInfo> Step();
   bool EpochStepsDone() const;
   // Validates (segmentation), records the epoch in the history and moves to the next.
-  StatusOr<EpochMetrics> FinishEpoch();
+  // `should_stop` is asked between the tiles of validation: if it says yes, CANCELLED and
+  // nothing changed (the epoch's steps stay done, ready to checkpoint; validation reruns
+  // after a resume and gives what it would have).
+  StatusOr<EpochMetrics> FinishEpoch(const std::function<bool()>& should_stop = {});
 
-  // Runs steps and epoch ends until `end_epoch` epochs are finished. Before each step
-  // `should_stop` is asked (a SIGTERM, a user coming back): if it says yes the run stops
-  // with CANCELLED at a step boundary, ready to checkpoint. Callbacks may be empty.
+  // Runs steps and epoch ends until `end_epoch` epochs are finished. Before each step and
+  // between the tiles of validation `should_stop` is asked (a SIGTERM, a user coming back):
+  // if it says yes the run stops with CANCELLED, ready to checkpoint. Callbacks may be empty.
   struct Hooks {
     std::function<bool()> should_stop;
     std::function<void(const StepInfo&)> on_step;

@@ -16,9 +16,11 @@
 //   (+ probabilities.tif) or outputs/denoised.tif.
 //
 // Standard output carries one JSON object per line: {"event": "start" | "progress" |
-// "epoch" | "checkpoint" | "done" | "error", ...}. SIGTERM or SIGINT: a training unit
-// finishes its current step, writes a checkpoint (well within 2 s) and exits with
-// kInterrupted; an inference unit exits with kInterrupted at once (slabs restart whole).
+// "epoch" | "checkpoint" | "interrupted" | "done" | "error", ...}; "progress" (with
+// "fraction") at most twice a second, for training and for a slab's tiles. SIGTERM or
+// SIGINT: a training unit finishes its current step or validation tile, writes a checkpoint
+// (well within 2 s) and exits with kInterrupted; an inference unit stops after its current
+// tile and exits with kInterrupted (slabs restart whole).
 #ifndef IDLEGRID_MODELS_WORKER_H_
 #define IDLEGRID_MODELS_WORKER_H_
 
