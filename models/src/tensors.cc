@@ -162,9 +162,8 @@ torch::Tensor PredictSlices(torch::nn::AnyModule& net, const ModelConfig& config
         out.slice(1, lo - t.z0, hi - t.z0).permute({1, 0, 2, 3});
     weight.slice(0, lo - out_begin, hi - out_begin).slice(2, t.y0, t.y0 + ty).slice(3, t.x0, t.x0 + tx) +=
         imp.slice(0, lo - t.z0, hi - t.z0).unsqueeze(1);
-    if (options.on_tile && !options.on_tile(static_cast<int64_t>(i) + 1, static_cast<int64_t>(tiles.size()))) {
-      return {};
-    }
+    const int64_t done = static_cast<int64_t>(i) + 1, total = static_cast<int64_t>(tiles.size());
+    if (options.on_tile && !options.on_tile(done, total) && done < total) return {};  // after the last, done anyway
   }
   return acc / weight;
 }

@@ -31,8 +31,9 @@ struct PredictOptions {
   // runs, so wanted voxels get exactly the values of a full prediction.
   torch::Tensor wanted;
   // Called after each tile with the tiles done and the tiles to run in all; returning false
-  // stops the prediction between two tiles (a SIGTERM must not wait for a whole slab: one
-  // of 32M voxels takes minutes on one CPU thread). Empty: runs to the end.
+  // stops the prediction before the next tile (a SIGTERM must not wait for a whole slab: one
+  // of 32M voxels takes minutes on one CPU thread). After the last tile the answer does not
+  // matter: the prediction is complete. Empty: runs to the end.
   std::function<bool(int64_t done, int64_t total)> on_tile;
 };
 

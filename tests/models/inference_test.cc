@@ -199,6 +199,15 @@ TEST_CASE("a prediction reports its progress tile by tile and stops between two 
     CHECK(stopped.status().code() == StatusCode::kCancelled);
     CHECK(tiles == 1);
   }
+  // A stop asked after the last tile comes when the work is done: the result stands. (One
+  // slice of 64 px is one tile for the 2D net.)
+  auto model = Model::Load(TrainedPackage("unet2d", dir)).value();
+  const SlabRange one{5, 6, 0, 0};
+  PredictHooks always;
+  always.should_stop = [] { return true; };
+  StatusOr<InferenceResult> late = model->Predict(ExtractSlab(s.image, one).value(), one, s.image.shape().z, always);
+  REQUIRE(late.ok());
+  CHECK(late->labels == ExtractSlab(model->PredictVolume(s.image).value().labels, one).value());
 }
 
 TEST_CASE("model packages that are corrupt or foreign are refused", "[models][infer]") {

@@ -224,6 +224,7 @@ TEST_CASE("a stop during validation changes nothing, and training resumes bit-id
   for (const char* arch : {"unet2d", "unet3d"}) {
     INFO(arch);
     ModelConfig c = TinyConfig(arch, 2, 3);
+    c.patch_y = c.patch_x = 16;  // validation tiles of 32 px: several over the held-out strokes
     auto straight = MakeTrainer(c);
     REQUIRE(straight->validation_voxels() > 0);
     REQUIRE(straight->RunUntilEpoch(c.epochs, {}).ok());

@@ -34,7 +34,7 @@ struct InferenceResult {
 
 // Asked between two tiles of a prediction.
 struct PredictHooks {
-  std::function<bool()> should_stop;                 // true: Predict stops with CANCELLED
+  std::function<bool()> should_stop;                 // true: CANCELLED before the next tile
   std::function<void(double fraction)> on_progress;  // after each tile: the share of tiles done
 };
 
