@@ -32,7 +32,7 @@ struct InferenceResult {
   Volume denoised;       // denoising: float32 in the input's intensity units
 };
 
-// Asked between two tiles of a prediction.
+// Called after each tile of a prediction.
 struct PredictHooks {
   std::function<bool()> should_stop;                 // true: CANCELLED before the next tile
   std::function<void(double fraction)> on_progress;  // after each tile: the share of tiles done
