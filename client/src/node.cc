@@ -171,7 +171,8 @@ Json NodeStatus::ToJson() const {
           {"message", message}, {"last_error", last_error}, {"progress", progress},
           {"epoch", epoch}, {"worker_pid", worker_pid}, {"units_done", units_done},
           {"units_failed", units_failed}, {"units_given_back", units_given_back},
-          {"refused", refused}, {"preview", preview}};
+          {"refused", refused}, {"preview", preview}, {"bytes_downloaded", bytes_downloaded},
+          {"worker_peak_rss_mib", worker_peak_rss_mib}};
 }
 
 // --- the daemon ---------------------------------------------------------------------------
@@ -343,7 +344,10 @@ struct NodeDaemon::Impl {
 
   Status Fetch(const std::string& dir, const std::string& name, const BlobRef& ref) {
     const std::string cached = o.work_dir + "/blobs/" + ref.sha256;
-    if (!Exists(cached)) IDLEGRID_RETURN_IF_ERROR(api->DownloadBlob(ref, cached));
+    if (!Exists(cached)) {
+      IDLEGRID_RETURN_IF_ERROR(api->DownloadBlob(ref, cached));
+      Update([&](NodeStatus& s) { s.bytes_downloaded += ref.size; });
+    }
     const std::string dest = dir + "/inputs/" + name;
     ::unlink(dest.c_str());
     if (::link(cached.c_str(), dest.c_str()) != 0) return ErrnoError("link " + dest, errno);
@@ -358,7 +362,8 @@ struct NodeDaemon::Impl {
     if (!out.ok() || out->shape().z == 0) return;
     const int64_t mid = out->shape().z / 2;
     TiffReadOptions r;
-    r.z_begin = env.unit.slab->z_begin + mid;
+    // The input holds the slab's slices alone when it has a region, else the whole volume.
+    r.z_begin = env.unit.slab->z_begin + mid - (env.unit.region ? env.unit.slab->read_begin() : 0);
     r.z_end = r.z_begin + 1;
     StatusOr<Volume> in = ReadTiff(dir + "/inputs/volume", r);
     if (!in.ok() || in->shape().y != out->shape().y || in->shape().x != out->shape().x) return;
@@ -381,7 +386,7 @@ struct NodeDaemon::Impl {
 
   // Uploads what the worker left and completes (exit 0), or gives the unit back.
   void Finish(const std::string& dir, const SignedUnit& env, int code, const std::string& reason,
-              bool cancelled, double elapsed) {
+              bool cancelled, double elapsed, double peak_rss_mib = 0) {
     if (cancelled) {
       api->Abort(env.lease_id, "stopped: the server said abort", false, std::nullopt).IgnoreError();
       Update([](NodeStatus& s) { ++s.units_given_back; });
@@ -398,6 +403,7 @@ struct NodeDaemon::Impl {
       r.node_id = id.node_id;
       r.elapsed_s = elapsed;
       r.epochs_done = env.unit.epochs ? env.unit.epochs->end : 0;
+      if (peak_rss_mib > 0) r.metrics["worker_peak_rss_mib"] = peak_rss_mib;
       for (const auto& [file, name] : kOutputs) {
         const std::string path = dir + "/outputs/" + file;
         if (!Exists(path)) continue;
@@ -636,15 +642,18 @@ struct NodeDaemon::Impl {
     }
     ::close(out[0]);
     int status = 0;
+    struct rusage usage {};
     for (int i = 0; i < 60 * 100; ++i) {  // bounded: the worker closed stdout, it is exiting
-      if (::waitpid(pid, &status, WNOHANG) == pid) break;
+      if (::wait4(pid, &status, WNOHANG, &usage) == pid) break;
       if (i == 30 * 100) ::kill(pid, SIGKILL);
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     Update([](NodeStatus& s) { s.worker_pid = 0; });
     const double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
-    Finish(dir, env, code, reason, cancelled, elapsed);
+    const double peak_rss_mib = static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss: KiB
+    Update([&](NodeStatus& s) { s.worker_peak_rss_mib = peak_rss_mib; });
+    Finish(dir, env, code, reason, cancelled, elapsed, peak_rss_mib);
     Update([](NodeStatus& s) {
       s.unit_id.clear();
       s.job_id.clear();

@@ -8,7 +8,10 @@ namespace {
 
 constexpr int64_t kMinPatch = 16;
 constexpr int64_t kMaxSampledVoxels = 1 << 21;
-constexpr double kMaxValidationFraction = 0.2;  // of each class's labelled voxels
+constexpr double kMaxValidationFraction = 0.2;
+// A denoiser trains on an evenly spread sample of slices of at most this many voxels (a
+// training unit holds it as float32: 128 MiB), whatever the volume's size.
+constexpr int64_t kDenoiseSampleVoxels = int64_t{32} << 20;  // of each class's labelled voxels
 
 int64_t FloorPow2(int64_t v) {
   int64_t p = 1;
@@ -21,40 +24,97 @@ int64_t FloorMultiple(int64_t v, int64_t m) { return std::max(m, v / m * m); }
 
 }  // namespace
 
-StatusOr<DataFingerprint> ComputeFingerprint(const Volume& image, const Volume* labels,
-                                             const Resources& resources) {
+std::vector<int64_t> SampleSlices(const VolumeShape& shape, DType dtype, int64_t max_bytes) {
+  const int64_t slice = std::max<int64_t>(1, shape.y * shape.x * shape.c * static_cast<int64_t>(DTypeSize(dtype)));
+  const int64_t n = std::clamp<int64_t>(max_bytes / slice, 1, std::max<int64_t>(shape.z, 1));
+  std::vector<int64_t> out;
+  for (int64_t i = 0; i < n; ++i) {
+    // Evenly spread, the first and last slice included (all of them when they fit).
+    out.push_back(n == 1 ? shape.z / 2 : i * (shape.z - 1) / (n - 1));
+  }
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+FingerprintBuilder::FingerprintBuilder(VolumeShape shape, DType dtype, std::vector<int64_t> sampled)
+    : shape_(shape), dtype_(dtype), sampled_(std::move(sampled)), counts_(256, 0) {
+  const int64_t slice = shape_.y * shape_.x * shape_.c;
+  stride_ = std::max<int64_t>(1, static_cast<int64_t>(sampled_.size()) * slice / kMaxSampledVoxels);
+  sample_.reserve(static_cast<size_t>(static_cast<int64_t>(sampled_.size()) * slice / stride_ + 1));
+}
+
+Status FingerprintBuilder::AddImage(const Volume& slices, int64_t z_begin) {
+  const VolumeShape& s = slices.shape();
+  if (s.y != shape_.y || s.x != shape_.x || s.c != shape_.c || slices.dtype() != dtype_) {
+    return InvalidArgumentError("image slices " + s.ToString() + " do not match " + shape_.ToString());
+  }
+  const int64_t per_slice = s.y * s.x * s.c;
+  for (int64_t z = 0; z < s.z; ++z) {
+    const int64_t g = z_begin + z;
+    auto it = std::lower_bound(sampled_.begin(), sampled_.end(), g);
+    if (it == sampled_.end() || *it != g) continue;
+    // Local element index over the sampled slices, so that sampling every slice picks
+    // exactly the elements a strided pass over the whole volume picks.
+    const int64_t base = (it - sampled_.begin()) * per_slice;
+    const int64_t first = (stride_ - base % stride_) % stride_;
+    for (int64_t i = first; i < per_slice; i += stride_) {
+      const float v = slices.GetAsFloat(z * per_slice + i);
+      if (!std::isfinite(v)) return NotFinite(g * per_slice + i);
+      sample_.push_back(v);
+    }
+    if (dtype_ == DType::kFloat32) {  // the sample may have skipped some
+      const float* d = slices.data<float>() + z * per_slice;
+      for (int64_t i = 0; i < per_slice; ++i) {
+        if (!std::isfinite(d[i])) return NotFinite(g * per_slice + i);
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Status FingerprintBuilder::NotFinite(int64_t element) {
+  return InvalidArgumentError("the image contains NaN or infinite values (first at element " +
+                              std::to_string(element) + ")");
+}
+
+Status FingerprintBuilder::AddLabels(const Volume& slices, int64_t z_begin) {
+  const VolumeShape& ls = slices.shape();
+  if (z_begin != label_slices_ || ls.y != shape_.y || ls.x != shape_.x || ls.c != 1 ||
+      z_begin + ls.z > shape_.z) {
+    VolumeShape whole = ls;
+    whole.z = shape_.z;
+    return InvalidArgumentError("labels " + whole.ToString() + " do not match the image " + shape_.ToString());
+  }
+  if (slices.dtype() != DType::kUInt8) {
+    return InvalidArgumentError("labels must be 8-bit (0 = unlabelled, 1..K = classes)");
+  }
+  const int64_t per_slice = ls.y * ls.x;
+  const uint8_t* l = slices.data<uint8_t>();
+  for (int64_t z = 0; z < ls.z; ++z) {
+    bool any = false;
+    for (int64_t i = 0; i < per_slice; ++i) {
+      const uint8_t v = l[z * per_slice + i];
+      ++counts_[v];
+      any = any || v != 0;
+    }
+    if (any) labelled_z_.push_back(z_begin + z);
+  }
+  label_slices_ += ls.z;
+  return Status::Ok();
+}
+
+StatusOr<DataFingerprint> FingerprintBuilder::Finish(const Resources& resources, bool with_labels) {
   DataFingerprint fp;
-  fp.shape = image.shape();
+  fp.shape = shape_;
   fp.resources = resources;
-  if (image.empty()) return InvalidArgumentError("the image is empty");
+  if (shape_.elements() == 0 || sample_.empty()) return InvalidArgumentError("the image is empty");
   if (fp.shape.y < kMinPatch || fp.shape.x < kMinPatch) {
     return InvalidArgumentError("the image (" + std::to_string(fp.shape.y) + "x" +
                                 std::to_string(fp.shape.x) + " pixels) is smaller than the " +
                                 "smallest patch of " + std::to_string(kMinPatch) + "x" +
                                 std::to_string(kMinPatch));
   }
-  // Intensity statistics over an evenly strided sample (deterministic, bounded cost).
-  const int64_t n = fp.shape.elements();
-  const int64_t stride = std::max<int64_t>(1, n / kMaxSampledVoxels);
-  std::vector<float> sample;
-  sample.reserve(static_cast<size_t>(n / stride + 1));
-  for (int64_t i = 0; i < n; i += stride) {
-    float v = image.GetAsFloat(i);
-    if (!std::isfinite(v)) {
-      return InvalidArgumentError("the image contains NaN or infinite values (first at element " +
-                                  std::to_string(i) + ")");
-    }
-    sample.push_back(v);
-  }
-  if (image.dtype() == DType::kFloat32) {  // the sample may have skipped some
-    const float* d = image.data<float>();
-    for (int64_t i = 0; i < n; ++i) {
-      if (!std::isfinite(d[i])) {
-        return InvalidArgumentError("the image contains NaN or infinite values (first at element " +
-                                    std::to_string(i) + ")");
-      }
-    }
-  }
+  std::vector<float> sample = sample_;
   std::sort(sample.begin(), sample.end());
   auto pct = [&](double q) {
     return static_cast<double>(sample[static_cast<size_t>(q * static_cast<double>(sample.size() - 1))]);
@@ -70,46 +130,62 @@ StatusOr<DataFingerprint> ComputeFingerprint(const Volume& image, const Volume* 
   fp.mean = sum / static_cast<double>(sample.size());
   fp.std = std::sqrt(std::max(0.0, sq / static_cast<double>(sample.size()) - fp.mean * fp.mean));
   if (!(fp.std > 1e-12)) fp.std = 1.0;  // a constant image: nothing to scale
-
-  if (labels == nullptr) return fp;
-  const VolumeShape& ls = labels->shape();
-  if (ls.z != fp.shape.z || ls.y != fp.shape.y || ls.x != fp.shape.x || ls.c != 1) {
-    return InvalidArgumentError("labels " + ls.ToString() + " do not match the image " +
-                                fp.shape.ToString());
-  }
-  if (labels->dtype() != DType::kUInt8) {
-    return InvalidArgumentError("labels must be 8-bit (0 = unlabelled, 1..K = classes)");
-  }
-  std::vector<int64_t> counts(256, 0);
-  int64_t slices = 0;
-  const uint8_t* l = labels->data<uint8_t>();
-  const int64_t per_slice = ls.y * ls.x;
-  for (int64_t z = 0; z < ls.z; ++z) {
-    bool any = false;
-    for (int64_t i = 0; i < per_slice; ++i) {
-      uint8_t v = l[z * per_slice + i];
-      ++counts[v];
-      any = any || v != 0;
-    }
-    slices += any;
+  if (!with_labels) return fp;
+  if (label_slices_ != shape_.z) {
+    return InvalidArgumentError("labels have " + std::to_string(label_slices_) + " slices, the image " +
+                                std::to_string(shape_.z));
   }
   int64_t k = 0;
   for (int64_t c = 1; c < 256; ++c) {
-    if (counts[static_cast<size_t>(c)] > 0) k = c;
+    if (counts_[static_cast<size_t>(c)] > 0) k = c;
   }
   if (k == 0) return InvalidArgumentError("there are no labelled pixels: paint at least two classes");
   if (k < 2) return InvalidArgumentError("only class 1 is labelled: paint at least two classes");
   for (int64_t c = 1; c <= k; ++c) {
-    if (counts[static_cast<size_t>(c)] == 0) {
+    if (counts_[static_cast<size_t>(c)] == 0) {
       return InvalidArgumentError("class " + std::to_string(c) + " has no labelled pixels " +
                                   "(classes must be numbered 1.." + std::to_string(k) + ")");
     }
-    fp.labelled_per_class.push_back(counts[static_cast<size_t>(c)]);
-    fp.labelled_total += counts[static_cast<size_t>(c)];
+    fp.labelled_per_class.push_back(counts_[static_cast<size_t>(c)]);
+    fp.labelled_total += counts_[static_cast<size_t>(c)];
   }
   fp.num_classes = k;
-  fp.labelled_slices = slices;
+  fp.labelled_slices = static_cast<int64_t>(labelled_z_.size());
+  fp.labelled_z = labelled_z_;
   return fp;
+}
+
+StatusOr<DataFingerprint> ComputeFingerprint(const Volume& image, const Volume* labels,
+                                             const Resources& resources) {
+  if (image.empty()) return InvalidArgumentError("the image is empty");
+  std::vector<int64_t> all(static_cast<size_t>(image.shape().z));
+  for (int64_t z = 0; z < image.shape().z; ++z) all[static_cast<size_t>(z)] = z;
+  FingerprintBuilder b(image.shape(), image.dtype(), std::move(all));
+  IDLEGRID_RETURN_IF_ERROR(b.AddImage(image, 0));
+  if (labels != nullptr) {
+    const VolumeShape& ls = labels->shape();
+    if (ls.z != image.shape().z || ls.y != image.shape().y || ls.x != image.shape().x || ls.c != 1) {
+      return InvalidArgumentError("labels " + ls.ToString() + " do not match the image " +
+                                  image.shape().ToString());
+    }
+    IDLEGRID_RETURN_IF_ERROR(b.AddLabels(*labels, 0));
+  }
+  return b.Finish(resources, labels != nullptr);
+}
+
+SliceRegion TrainingRegion(const ModelConfig& config, const DataFingerprint& fp) {
+  const int64_t depth = fp.shape.z;
+  if (config.task == Task::kSegment) return SliceRegion::Around(fp.labelled_z, config.InferenceHalo(), depth);
+  // Denoising learns from any slice: an evenly spread sample of whole slices, bounded.
+  const int64_t plane = std::max<int64_t>(1, fp.shape.y * fp.shape.x * fp.shape.c);
+  const int64_t n = std::clamp<int64_t>(kDenoiseSampleVoxels / plane, 1, depth);
+  if (IsThreeD(config.architecture)) {  // a 3D patch needs consecutive slices
+    const int64_t m = std::max(n, std::min(depth, config.patch_z));
+    return SliceRegion::Range(depth, (depth - m) / 2, (depth - m) / 2 + m);
+  }
+  std::vector<int64_t> slices;
+  for (int64_t i = 0; i < n; ++i) slices.push_back(n == 1 ? depth / 2 : i * (depth - 1) / (n - 1));
+  return SliceRegion::Around(slices, 0, depth);
 }
 
 // The shared part of every configuration. Rules (numbers from bench/segment_textures, 2

@@ -30,6 +30,38 @@ void Shuffle(std::vector<T>& v, std::mt19937_64& rng) {
   for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng() % i]);
 }
 
+// A crop must hold what training reads around each labelled slice: the slices a 2.5D or 3D
+// patch and a validation tile reach (ModelConfig::InferenceHalo), clipped to the volume.
+Status CheckRegion(const ModelConfig& config, const SliceRegion& region, const Volume& image,
+                   const Volume* labels) {
+  IDLEGRID_RETURN_IF_ERROR(region.Validate("the training region"));
+  if (region.slices() != image.shape().z) {
+    return InvalidArgumentError("the image has " + std::to_string(image.shape().z) +
+                                " slices, its region " + std::to_string(region.slices()));
+  }
+  if (region.whole() || labels == nullptr || labels->shape().z != image.shape().z ||
+      labels->dtype() != DType::kUInt8) {
+    return Status::Ok();  // shape and type mismatches are reported by ComputeFingerprint
+  }
+  const int64_t halo = config.InferenceHalo();
+  const size_t plane = static_cast<size_t>(labels->shape().y * labels->shape().x);
+  for (int64_t z = 0; z < labels->shape().z; ++z) {
+    const uint8_t* l = labels->slice_bytes_at(z);
+    if (std::all_of(l, l + plane, [](uint8_t v) { return v == 0; })) continue;
+    const int64_t g = region.Global(z);
+    for (int64_t dz = -halo; dz <= halo; ++dz) {
+      const int64_t need = std::clamp<int64_t>(g + dz, 0, region.depth - 1);
+      if (region.Local(need) < 0) {
+        return InvalidArgumentError("the training region lacks slice " + std::to_string(need) +
+                                    ", which labelled slice " + std::to_string(g) + " needs (" +
+                                    config.architecture + " reads " + std::to_string(halo) +
+                                    " slices on each side)");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 struct Trainer::Impl {
@@ -53,12 +85,37 @@ struct Trainer::Impl {
   double epoch_loss_sum = 0;
   std::vector<EpochMetrics> history;
 
-  int64_t Z() const { return image.size(0); }
+  // The slices `image` holds (TrainerOptions::region): local index i is global slice
+  // global_z[i] of a volume of region.depth. Sampling and validation reason in global
+  // slices, so a crop trains exactly as the whole volume would.
+  SliceRegion region;
+  std::vector<int64_t> global_z;
+
+  int64_t Z() const { return image.size(0); }  // local slices
+  int64_t D() const { return region.depth; }   // the whole volume's depth
   int64_t Y() const { return image.size(2); }
   int64_t X() const { return image.size(3); }
 
   // Refit epochs (ModelConfig::refit_fraction) train on the held-out strokes too; there are
   // none when nothing is held out.
+  // The local slice `dz` slices from local slice z, clamped to the volume as inference
+  // does. A denoiser's sample of slices may lack it: then the nearest held slice.
+  int64_t Plane(int64_t z, int64_t dz) const {
+    const int64_t l = region.Local(std::clamp<int64_t>(global_z[static_cast<size_t>(z)] + dz, 0, D() - 1));
+    return l >= 0 ? l : std::clamp<int64_t>(z + dz, 0, Z() - 1);
+  }
+  // The run [first, end) of local slices that holds local slice z, and its first global slice.
+  struct Run {
+    int64_t first, end, global_first;
+  };
+  Run RunOf(int64_t z) const {
+    int64_t first = 0;
+    for (const auto& [b, e] : region.runs) {
+      if (z < first + (e - b)) return {first, first + (e - b), b};
+      first += e - b;
+    }
+    return {0, Z(), 0};
+  }
   bool Refits() const { return config.task == Task::kSegment && val_count > 0; }
   bool Refitting() const { return Refits() && epoch >= config.RefitFrom(); }
   Status SplitStrokes(const torch::Tensor& labels);
@@ -99,6 +156,7 @@ Status Trainer::Impl::SplitStrokes(const torch::Tensor& labels) {
           for (int64_t dx = -1; dx <= 1; ++dx) {
             int64_t zz = z + dz, yy = y + dy, xx = x + dx;
             if (zz < 0 || yy < 0 || xx < 0 || zz >= zn || yy >= yn || xx >= xn) continue;
+            if (dz != 0 && global_z[static_cast<size_t>(zz)] != global_z[static_cast<size_t>(z)] + dz) continue;
             int64_t u = (zz * yn + yy) * xn + xx;
             if (l[u] != cls || seen.count(u)) continue;
             seen[u] = true;
@@ -219,7 +277,10 @@ void Trainer::Impl::SampleBatch(torch::Tensor* batch, torch::Tensor* target) {
       z = v / (Y() * X());
       y0 = (v / X()) % Y() - offset(py);
       x0 = v % X() - offset(px);
-      if (three_d) z0 = z - offset(pz);
+      if (three_d) {  // placed in the whole volume, then found in the region
+        const int64_t g = std::clamp<int64_t>(global_z[static_cast<size_t>(z)] - offset(pz), 0, D() - pz);
+        z0 = region.Local(g);
+      }
     } else {
       z = static_cast<int64_t>(rng() % static_cast<uint64_t>(Z()));
       y0 = static_cast<int64_t>(rng() % static_cast<uint64_t>(Y()));
@@ -228,7 +289,7 @@ void Trainer::Impl::SampleBatch(torch::Tensor* batch, torch::Tensor* target) {
     }
     y0 = std::clamp<int64_t>(y0, 0, Y() - py);
     x0 = std::clamp<int64_t>(x0, 0, X() - px);
-    z0 = std::clamp<int64_t>(z0, 0, Z() - (three_d ? pz : 1));
+    if (config.task != Task::kSegment) z0 = std::clamp<int64_t>(z0, 0, Z() - (three_d ? pz : 1));
     torch::Tensor img, lab;
     if (three_d) {
       img = image.slice(0, z0, z0 + pz).slice(2, y0, y0 + py).slice(3, x0, x0 + px).permute({1, 0, 2, 3});
@@ -238,7 +299,7 @@ void Trainer::Impl::SampleBatch(torch::Tensor* batch, torch::Tensor* target) {
     } else {
       std::vector<torch::Tensor> planes;
       for (int64_t dz = -k; dz <= k; ++dz) {
-        planes.push_back(image[std::clamp<int64_t>(z + dz, 0, Z() - 1)].slice(1, y0, y0 + py).slice(2, x0, x0 + px));
+        planes.push_back(image[Plane(z, dz)].slice(1, y0, y0 + py).slice(2, x0, x0 + px));
       }
       img = torch::cat(planes, 0);
       if (config.task == Task::kSegment) {
@@ -265,14 +326,19 @@ std::optional<EpochMetrics> Trainer::Impl::Validate(const std::function<bool()>&
   module->eval();
   const int64_t k = config.num_classes;
   std::vector<double> tp(static_cast<size_t>(k), 0), fp(static_cast<size_t>(k), 0), fn(static_cast<size_t>(k), 0);
+  // Local slices [z_begin, z_end) of one run, predicted from that run with the whole
+  // volume's tile grid (the same tiles, in the same order, as over the whole volume).
   auto score = [&](int64_t z_begin, int64_t z_end) {
+    const Run run = RunOf(z_begin);
     torch::Tensor truth = val_labels.slice(0, z_begin, z_end);
     torch::Tensor mask = truth > 0;
     PredictOptions po;
     po.wanted = mask;  // only the tiles over held-out strokes
     // Validation of a large slice takes many seconds on a CPU: a stop must not wait for it.
     if (should_stop) po.on_tile = [&](int64_t, int64_t) { return !should_stop(); };
-    torch::Tensor probs = PredictSlices(net, config, image, 0, z_begin, z_end, Z(), po);
+    const int64_t g = run.global_first + (z_begin - run.first);
+    torch::Tensor probs = PredictSlices(net, config, image.slice(0, run.first, run.end), run.global_first, g,
+                                        g + (z_end - z_begin), D(), po);
     if (!probs.defined()) return false;
     torch::Tensor pred = probs.argmax(1) + 1;  // [z, Y, X]
     torch::Tensor p = pred.masked_select(mask), t = truth.masked_select(mask);
@@ -285,7 +351,14 @@ std::optional<EpochMetrics> Trainer::Impl::Validate(const std::function<bool()>&
     return true;
   };
   if (IsThreeD(config.architecture)) {
-    if (!score(val_slices.front(), val_slices.back() + 1)) return std::nullopt;
+    // One prediction per run that holds held-out strokes (a crop's runs are apart).
+    for (size_t i = 0; i < val_slices.size();) {
+      const Run run = RunOf(val_slices[i]);
+      size_t j = i;
+      while (j + 1 < val_slices.size() && val_slices[j + 1] < run.end) ++j;
+      if (!score(val_slices[i], val_slices[j] + 1)) return std::nullopt;
+      i = j + 1;
+    }
   } else {
     for (int64_t z : val_slices) {
       if (!score(z, z + 1)) return std::nullopt;
@@ -327,7 +400,9 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const ModelConfig& config, co
                                 " but the model has " + std::to_string(config.num_classes) + " classes");
   }
   const VolumeShape& s = image.shape();
-  if (config.patch_y > s.y || config.patch_x > s.x || (IsThreeD(config.architecture) && config.patch_z > s.z)) {
+  const SliceRegion region = options.region.runs.empty() ? SliceRegion::Whole(s.z) : options.region;
+  IDLEGRID_RETURN_IF_ERROR(CheckRegion(config, region, image, labels));
+  if (config.patch_y > s.y || config.patch_x > s.x || (IsThreeD(config.architecture) && config.patch_z > region.depth)) {
     return InvalidArgumentError("the image (" + s.ToString() + ") is smaller than a patch (" +
                                 std::to_string(config.patch_z) + "x" + std::to_string(config.patch_y) +
                                 "x" + std::to_string(config.patch_x) + ")");
@@ -339,6 +414,8 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const ModelConfig& config, co
   Impl& t = *impl;
   t.config = config;
   t.options = options;
+  t.region = region;
+  for (int64_t i = 0; i < s.z; ++i) t.global_z.push_back(region.Global(i));
   try {
     t.device = torch::Device(options.device);
     if (t.device.is_cuda() && !torch::cuda::is_available()) {

@@ -88,6 +88,7 @@ int RunTrain(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
   }
   TrainerOptions options;
   options.seed = static_cast<uint64_t>(unit.seed);
+  if (unit.region) options.region = *unit.region;  // the inputs hold a crop of the volume
   StatusOr<std::unique_ptr<Trainer>> trainer =
       Trainer::Create(*config, *image, labels ? &*labels : nullptr, options);
   if (!trainer.ok()) return Fail(events, ExitFor(trainer.status()), trainer.status());
@@ -174,10 +175,12 @@ int RunTrain(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
               {"threads", unit.threads}};
     StatusOr<DataFingerprint> fp = ComputeFingerprint(*image, labels ? &*labels : nullptr, {});
     if (fp.ok()) {
+      // Of what this unit held: with a region, the crop (its depth is the region's).
       meta["fingerprint"] = {{"shape", {fp->shape.z, fp->shape.y, fp->shape.x, fp->shape.c}},
                              {"p005", fp->p005}, {"p995", fp->p995}, {"mean", fp->mean},
                              {"std", fp->std}, {"labelled_per_class", fp->labelled_per_class}};
     }
+    if (unit.region) meta["region"] = SliceRegionToJson(*unit.region);
     st = t.ExportModel(args.outputs_dir + "/model.pt", meta.dump());
   }
   if (!st.ok()) return Fail(events, kWorkerIoError, st);
@@ -210,17 +213,27 @@ int RunInfer(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
   StatusOr<TiffInfo> info = ProbeTiff(volume_path);
   if (!info.ok()) return Fail(events, ExitFor(info.status()), info.status());
   const SlabRange& slab = *unit.slab;
-  if (slab.read_end() > info->shape.z) {
+  // With a region the input holds the slab's slices alone (what the server cut for it);
+  // without, the whole volume.
+  const int64_t depth = unit.region ? unit.region->depth : info->shape.z;
+  const int64_t first = unit.region ? slab.read_begin() : 0;
+  if (slab.read_end() > depth) {
     return Fail(events, kWorkerBadUnit, OutOfRangeError("the slab reaches slice " + std::to_string(slab.read_end()) +
-                                                        " of a volume of " + std::to_string(info->shape.z)));
+                                                        " of a volume of " + std::to_string(depth)));
+  }
+  if (unit.region && info->shape.z != slab.read_end() - slab.read_begin()) {
+    return Fail(events, kWorkerBadInput,
+                DataLossError("input \"volume\" has " + std::to_string(info->shape.z) + " slices; the slab needs " +
+                              std::to_string(slab.read_end() - slab.read_begin()) + " (slices " +
+                              std::to_string(slab.read_begin()) + " to " + std::to_string(slab.read_end() - 1) + ")"));
   }
   if (((*model)->config().task == Task::kDenoise) != (output == "denoised")) {
     return Fail(events, kWorkerBadUnit, InvalidArgumentError("output \"" + output + "\" does not fit this model"));
   }
   events.Emit({{"event", "start"}, {"kind", "infer_slab"}, {"z_begin", slab.z_begin}, {"z_end", slab.z_end}});
   TiffReadOptions range;
-  range.z_begin = slab.read_begin();
-  range.z_end = slab.read_end();
+  range.z_begin = slab.read_begin() - first;
+  range.z_end = slab.read_end() - first;
   StatusOr<Volume> input = ReadTiff(volume_path, range);
   if (!input.ok()) return Fail(events, ExitFor(input.status()), input.status());
   // A slab takes minutes on one thread: progress twice a second, and a stop between tiles
@@ -239,7 +252,7 @@ int RunInfer(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
     last_progress = now;
     events.Emit({{"event", "progress"}, {"fraction", fraction}});
   };
-  StatusOr<InferenceResult> result = (*model)->Predict(*input, slab, info->shape.z, hooks);
+  StatusOr<InferenceResult> result = (*model)->Predict(*input, slab, depth, hooks);
   if (result.status().code() == StatusCode::kCancelled) return interrupted();
   if (!result.ok()) return Fail(events, ExitFor(result.status()), result.status());
   Status st;

@@ -13,6 +13,7 @@
 #include "idlegrid/models/strategy.h"
 #include "idlegrid/shared/log.h"
 #include "idlegrid/shared/tiff_io.h"
+#include "planner.h"
 #include "splitter.h"
 
 namespace idlegrid::server {
@@ -68,6 +69,15 @@ CREATE TABLE events(
   id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, job_id TEXT, unit_id TEXT,
   node_id TEXT, kind TEXT NOT NULL, detail TEXT NOT NULL);
 )sql",
+    // 2: units wait in state 'preparing' while the inputs named in `prep` are cut down to the
+    // unit's region; `cuts` remembers each cut, so a re-run of the same region reuses it.
+    R"sql(
+ALTER TABLE units ADD COLUMN prep TEXT;
+CREATE TABLE cuts(
+  source TEXT NOT NULL, region TEXT NOT NULL, deflate INTEGER NOT NULL,
+  sha256 TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY(source, region, deflate))
+  WITHOUT ROWID;
+)sql",
 };
 
 constexpr int64_t kMaxMetricsBytes = 16 << 20;
@@ -104,16 +114,19 @@ struct Queue::Internal {
         .Bind(6, detail).Run();
   }
 
-  Status InsertUnit(const WorkUnit& u, int64_t job_seq, int stage, const std::string& chain,
-                    const std::string& after) {
+  // A unit with inputs to cut waits in 'preparing' (PreparePending), else it is ready or
+  // waits for the unit before it in its chain.
+  Status InsertUnit(const PlannedUnit& p, int64_t job_seq, int stage) {
+    const WorkUnit& u = p.unit;
     IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db.Prepare(
         "INSERT INTO units(unit_id, job_id, job_seq, stage, chain, after, state, unit, mem_bytes,"
-        " needs_gpu, threads, epochs_done, updated_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)"));
-    s->Bind(1, u.unit_id).Bind(2, u.job_id).Bind(3, job_seq).Bind(4, stage).Bind(5, chain);
-    s->Bind(6, after.empty() ? std::nullopt : std::optional(after));
-    s->Bind(7, after.empty() ? "ready" : "waiting").Bind(8, Dump(u.ToJson()));
+        " needs_gpu, threads, epochs_done, updated_at, prep) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)"));
+    s->Bind(1, u.unit_id).Bind(2, u.job_id).Bind(3, job_seq).Bind(4, stage).Bind(5, p.chain);
+    s->Bind(6, p.after.empty() ? std::nullopt : std::optional(p.after));
+    s->Bind(7, !p.prep.empty() ? "preparing" : p.after.empty() ? "ready" : "waiting").Bind(8, Dump(u.ToJson()));
     s->Bind(9, u.min_memory_bytes).Bind(10, u.needs_gpu ? 1 : 0).Bind(11, u.threads);
     s->Bind(12, u.epochs ? u.epochs->begin : 0).Bind(13, now);
+    s->Bind(14, p.prep.empty() ? std::nullopt : std::optional(Dump(Json(p.prep))));
     return s->Run();
   }
 
@@ -133,6 +146,26 @@ struct Queue::Internal {
     LeaseRow r{s->Text(0), s->Text(1), s->Text(2), s->Int(3)};
     if (r.node_id != node_id) return PermissionDeniedError("lease " + lease_id + " belongs to another node");
     return r;
+  }
+
+  // A complete retried (the node's request timed out after the server had recorded it):
+  // OK when it reports the outputs recorded, FAILED_PRECONDITION otherwise.
+  Status SameResult(const std::string& unit_id, const Result& result) {
+    IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db.Prepare("SELECT outputs FROM units WHERE unit_id=? AND state='done'"));
+    s->Bind(1, unit_id);
+    if (!s->Step()) {
+      IDLEGRID_RETURN_IF_ERROR(s->status());
+      return FailedPreconditionError("the lease is completed, but its unit is not done");
+    }
+    const Json stored = ParseStored(s->Text(0));
+    s->Reset();
+    bool same = stored.is_object() && stored.size() == result.outputs.size();
+    for (const auto& [name, ref] : result.outputs) {
+      same = same && stored.contains(name) && stored[name].value("sha256", "") == ref.sha256 &&
+             stored[name].value("size", int64_t{-1}) == ref.size;
+    }
+    if (!same) return FailedPreconditionError("the lease was completed with other outputs");
+    return Status::Ok();
   }
 
   StatusOr<WorkUnit> LoadUnit(const std::string& unit_id) {
@@ -193,7 +226,7 @@ struct Queue::Internal {
         "(SELECT unit_id FROM units WHERE job_id=?)"));
     IDLEGRID_RETURN_IF_ERROR(l->Bind(1, now).Bind(2, job_id).Run());
     IDLEGRID_ASSIGN_OR_RETURN(Stmt * u, db.Prepare(
-        "UPDATE units SET state=?, updated_at=? WHERE job_id=? AND state IN ('waiting','ready','leased')"));
+        "UPDATE units SET state=?, updated_at=? WHERE job_id=? AND state IN ('preparing','waiting','ready','leased')"));
     return u->Bind(1, state).Bind(2, now).Bind(3, job_id).Run();
   }
 
@@ -384,22 +417,6 @@ Status Queue::RevokeNode(const std::string& node_id) {
 
 // --- jobs ---------------------------------------------------------------------------------
 
-namespace {
-
-// What Submit works out before it touches the database.
-struct Plan {
-  Json stages = Json::array();  // [{"type": "train", "chains": [{"chain", "config"}]}, {"type": "infer", ...}]
-  std::vector<std::pair<std::string, WorkUnit>> first_units;  // chain -> unit, in order
-};
-
-StatusOr<models::ModelConfig> ConfigFrom(const Json& j, const std::string& where) {
-  IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, models::ConfigFromJson(j, where));
-  IDLEGRID_RETURN_IF_ERROR(c.Validate());
-  return c;
-}
-
-}  // namespace
-
 StatusOr<std::string> Queue::Submit(const Job& job_in) {
   Job job = job_in;
   job.job_id = "j" + RandomToken(6);
@@ -411,39 +428,6 @@ StatusOr<std::string> Queue::Submit(const Job& job_in) {
       return FailedPreconditionError("input \"" + name + "\" (" + ref.sha256 + ") was not uploaded");
     }
   }
-  auto input = [&](const std::string& name) -> StatusOr<BlobRef> {
-    auto it = job.inputs.find(name);
-    if (it == job.inputs.end()) {
-      return InvalidArgumentError(std::string("a ") + JobKindName(job.kind) + " job needs the input \"" + name + "\"");
-    }
-    return it->second;
-  };
-  auto path_of = [&](const std::string& name) -> StatusOr<std::string> {
-    IDLEGRID_ASSIGN_OR_RETURN(BlobRef ref, input(name));
-    return blobs_->PathOf(ref.sha256);
-  };
-  auto shape_of = [&](const std::string& name) -> StatusOr<VolumeShape> {
-    IDLEGRID_ASSIGN_OR_RETURN(std::string path, path_of(name));
-    StatusOr<TiffInfo> info = ProbeTiff(path);
-    if (!info.ok()) return InvalidArgumentError("input \"" + name + "\" is not a readable TIFF: " + info.status().message());
-    return info->shape;
-  };
-  const Json& cfg = job.config;
-  auto seed = cfg.contains("seed") && cfg["seed"].is_number_integer() ? cfg["seed"].get<int64_t>() : 1;
-  // The no-parameter strategy, when the job names no configuration.
-  auto plan_from_data = [&](bool segment) -> StatusOr<models::DataFingerprint> {
-    IDLEGRID_ASSIGN_OR_RETURN(std::string image_path, path_of("image"));
-    IDLEGRID_ASSIGN_OR_RETURN(Volume image, ReadTiff(image_path));
-    std::optional<Volume> labels;
-    if (segment) {
-      IDLEGRID_ASSIGN_OR_RETURN(std::string labels_path, path_of("labels"));
-      IDLEGRID_ASSIGN_OR_RETURN(labels, ReadTiff(labels_path));
-    }
-    models::Resources r;
-    r.threads = options_.unit_threads;
-    return models::ComputeFingerprint(image, labels ? &*labels : nullptr, r);
-  };
-
   // The configuration a model was trained with, when this server trained it.
   auto recorded_config = [&](const BlobRef& model, const std::string& what) -> StatusOr<Json> {
     std::lock_guard<std::mutex> lock(mu_);
@@ -456,168 +440,33 @@ StatusOr<std::string> Queue::Submit(const Job& job_in) {
     }
     return ParseStored(s->Text(0));
   };
-
-  Plan plan;
-  std::vector<std::pair<std::string, models::ModelConfig>> chains;
-  std::optional<Json> infer_stage;
-  VolumeShape shape;
-  switch (job.kind) {
-    case JobKind::kTrain:
-    case JobKind::kSweep:
-    case JobKind::kDenoise: {
-      IDLEGRID_ASSIGN_OR_RETURN(shape, shape_of("image"));
-      const bool segment = job.kind != JobKind::kDenoise && job.inputs.count("labels") > 0;
-      if (job.kind != JobKind::kDenoise && !segment && job.kind == JobKind::kSweep) {
-        return InvalidArgumentError("a sweep job needs the input \"labels\"");
-      }
-      if (segment) {
-        IDLEGRID_ASSIGN_OR_RETURN(VolumeShape ls, shape_of("labels"));
-        if (ls.z != shape.z || ls.y != shape.y || ls.x != shape.x) {
-          return InvalidArgumentError("image " + shape.ToString() + " and labels " + ls.ToString() +
-                                      " differ in shape");
-        }
-      }
-      std::vector<models::ModelConfig> configs;
-      const char* key = job.kind == JobKind::kSweep ? "candidates" : "model";
-      if (cfg.contains(key)) {
-        if (job.kind == JobKind::kSweep) {
-          if (!cfg[key].is_array() || cfg[key].empty() || cfg[key].size() > 16) {
-            return InvalidArgumentError("config.candidates must be a list of 1 to 16 model configurations");
-          }
-          for (size_t i = 0; i < cfg[key].size(); ++i) {
-            IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(cfg[key][i], "config.candidates[" + std::to_string(i) + "]"));
-            configs.push_back(c);
-          }
-        } else {
-          IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(cfg[key], "config.model"));
-          configs.push_back(c);
-        }
-      } else if (job.kind == JobKind::kTrain && job.inputs.count("init")) {
-        // Fine-tuning a model this server trained: its own configuration.
-        IDLEGRID_ASSIGN_OR_RETURN(Json recorded, recorded_config(job.inputs.at("init"), "the \"init\" model"));
-        IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(recorded, "init model"));
-        configs.push_back(c);
-      } else {
-        IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, plan_from_data(segment));
-        if (segment) {
-          configs = models::PlanCandidates(fp);
-          if (job.kind == JobKind::kTrain) configs.resize(1);
-        } else {
-          configs.push_back(models::PlanDenoiser(fp));
-        }
-      }
-      for (size_t i = 0; i < configs.size(); ++i) {
-        if (configs[i].task == models::Task::kSegment && !segment) {
-          return InvalidArgumentError("configuration " + configs[i].name + " segments, but the job has no labels");
-        }
-        chains.emplace_back("c" + std::to_string(i), configs[i]);
-      }
-      if (job.kind == JobKind::kDenoise) {
-        if (configs[0].task != models::Task::kDenoise) return InvalidArgumentError("a denoise job needs a denoising configuration");
-        infer_stage = Json{{"type", "infer"}, {"output", "denoised"}, {"volume", "image"}};
-      } else if (cfg.contains("infer")) {
-        if (!cfg["infer"].is_string() || (cfg["infer"] != "labels" && cfg["infer"] != "probabilities")) {
-          return InvalidArgumentError("config.infer must be \"labels\" or \"probabilities\"");
-        }
-        infer_stage = Json{{"type", "infer"}, {"output", cfg["infer"]}, {"volume", "image"}};
-      }
-      Json stage{{"type", "train"}, {"chains", Json::array()}};
-      for (const auto& [chain, c] : chains) {
-        stage["chains"].push_back({{"chain", chain}, {"config", models::ConfigToJson(c)}});
-      }
-      plan.stages.push_back(stage);
-      if (infer_stage) plan.stages.push_back(*infer_stage);
-      break;
-    }
-    case JobKind::kInfer: {
-      IDLEGRID_ASSIGN_OR_RETURN(BlobRef model, input("model"));
-      IDLEGRID_ASSIGN_OR_RETURN(shape, shape_of("volume"));
-      Json config_json;
-      if (cfg.contains("model")) {
-        config_json = cfg["model"];
-      } else {
-        IDLEGRID_ASSIGN_OR_RETURN(config_json, recorded_config(model, "the model"));
-      }
-      IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(config_json, "config.model"));
-      const std::string output = cfg.value("output", c.task == models::Task::kDenoise ? "denoised" : "labels");
-      if (output != "labels" && output != "probabilities" && output != "denoised") {
-        return InvalidArgumentError("config.output must be labels, probabilities or denoised");
-      }
-      if ((output == "denoised") != (c.task == models::Task::kDenoise)) {
-        return InvalidArgumentError("output \"" + output + "\" does not match the model's task");
-      }
-      Json stage{{"type", "infer"}, {"output", output}, {"volume", "volume"},
-                 {"model", model.ToJson()}, {"config", models::ConfigToJson(c)}};
-      if (cfg.contains("z_range")) {  // a part of the volume (the wizard's compare view)
-        const Json& z = cfg["z_range"];
-        if (!z.is_array() || z.size() != 2 || !z[0].is_number_integer() || !z[1].is_number_integer() ||
-            z[0].get<int64_t>() < 0 || z[0].get<int64_t>() >= z[1].get<int64_t>() || z[1].get<int64_t>() > shape.z) {
-          return InvalidArgumentError("config.z_range must be [first, end) slices inside the volume");
-        }
-        stage["z_range"] = z;
-      }
-      plan.stages.push_back(stage);
-      break;
-    }
+  // Planning reads a bounded sample of the data, outside the database lock.
+  IDLEGRID_ASSIGN_OR_RETURN(JobPlan plan, Planner(blobs_, options_, recorded_config).Plan(job));
+  for (const PlannedUnit& p : plan.units) {
+    if (!ValidId(p.unit.unit_id)) return InternalError("unit id " + p.unit.unit_id + " is not valid");
   }
-  if (plan.stages.empty()) return InvalidArgumentError("nothing to do");
-
-  // The first stage's units.
-  std::vector<std::tuple<std::string, WorkUnit, std::string>> units;  // chain, unit, after
-  const Json& first = plan.stages[0];
-  if (first["type"] == "train") {
-    // An explicit split (tests, experiments) overrides the cost estimate.
-    int64_t epochs_per_unit = 0;
-    if (cfg.contains("epochs_per_unit")) {
-      epochs_per_unit = cfg["epochs_per_unit"].is_number_integer() ? cfg["epochs_per_unit"].get<int64_t>() : 0;
-      if (epochs_per_unit < 1) return InvalidArgumentError("config.epochs_per_unit must be a positive integer");
+  bool prepare = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Txn txn(*db_);
+    IDLEGRID_RETURN_IF_ERROR(txn.status());
+    Internal in{*this, *db_, clock_()};
+    IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db_->Prepare(
+        "INSERT INTO jobs(job_id, kind, name, state, submitted_at, plan) VALUES(?,?,?,'queued',?,?) RETURNING seq"));
+    s->Bind(1, job.job_id).Bind(2, JobKindName(job.kind)).Bind(3, job.name).Bind(4, in.now).Bind(5, Dump(plan.stored));
+    if (!s->Step()) return s->status();
+    const int64_t job_seq = s->Int(0);
+    s->Reset();
+    for (const PlannedUnit& p : plan.units) {
+      IDLEGRID_RETURN_IF_ERROR(in.InsertUnit(p, job_seq, 0));
+      prepare = prepare || !p.prep.empty();
     }
-    NamedBlobs inputs;
-    inputs["image"] = job.inputs.at("image");
-    if (job.inputs.count("labels")) inputs["labels"] = job.inputs.at("labels");
-    if (job.inputs.count("init")) inputs["init"] = job.inputs.at("init");  // fine-tuning
-    for (const auto& [chain, c] : chains) {
-      std::vector<WorkUnit> chain_units =
-          SplitTrainChain(job.job_id, chain, c, inputs, shape, seed, options_, epochs_per_unit);
-      std::string after;
-      for (WorkUnit& u : chain_units) {
-        units.emplace_back(chain, u, after);
-        after = u.unit_id;
-      }
-    }
-  } else {
-    IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(first["config"], "config.model"));
-    IDLEGRID_ASSIGN_OR_RETURN(BlobRef model, BlobRef::FromJson(first["model"]));
-    IDLEGRID_ASSIGN_OR_RETURN(std::vector<WorkUnit> slabs,
-                              SplitInfer(job.job_id, "s0", c, model, job.inputs.at(first["volume"].get<std::string>()),
-                                         shape, first["output"].get<std::string>(), options_,
-                                         first.contains("z_range") ? first["z_range"][0].get<int64_t>() : 0,
-                                         first.contains("z_range") ? first["z_range"][1].get<int64_t>() : -1));
-    for (WorkUnit& u : slabs) units.emplace_back("s0", u, "");
+    IDLEGRID_RETURN_IF_ERROR(in.Event("submitted", job.job_id, "", "",
+                                      std::to_string(plan.units.size()) + " units in stage 1 of " +
+                                          std::to_string(plan.stored["stages"].size())));
+    IDLEGRID_RETURN_IF_ERROR(txn.Commit());
   }
-  for (const auto& [chain, u, after] : units) {
-    if (!ValidId(u.unit_id)) return InternalError("unit id " + u.unit_id + " is not valid");
-  }
-
-  Json stored{{"job", job.ToJson()}, {"stages", plan.stages},
-              {"shape", {shape.z, shape.y, shape.x, shape.c}}};
-  std::lock_guard<std::mutex> lock(mu_);
-  Txn txn(*db_);
-  IDLEGRID_RETURN_IF_ERROR(txn.status());
-  Internal in{*this, *db_, clock_()};
-  IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db_->Prepare(
-      "INSERT INTO jobs(job_id, kind, name, state, submitted_at, plan) VALUES(?,?,?,'queued',?,?) RETURNING seq"));
-  s->Bind(1, job.job_id).Bind(2, JobKindName(job.kind)).Bind(3, job.name).Bind(4, in.now).Bind(5, Dump(stored));
-  if (!s->Step()) return s->status();
-  const int64_t job_seq = s->Int(0);
-  s->Reset();
-  for (const auto& [chain, u, after] : units) {
-    IDLEGRID_RETURN_IF_ERROR(in.InsertUnit(u, job_seq, 0, chain, after));
-  }
-  IDLEGRID_RETURN_IF_ERROR(in.Event("submitted", job.job_id, "", "",
-                                    std::to_string(units.size()) + " units in stage 1 of " +
-                                        std::to_string(plan.stages.size())));
-  IDLEGRID_RETURN_IF_ERROR(txn.Commit());
+  if (prepare) IDLEGRID_RETURN_IF_ERROR(Wake());
   return job.job_id;
 }
 
@@ -732,6 +581,7 @@ Status Queue::Complete(const std::string& node_id, const Result& result) {
     Internal in{*this, *db_, clock_()};
     IDLEGRID_ASSIGN_OR_RETURN(Internal::LeaseRow lease, in.GetLease(result.lease_id, node_id));
     if (lease.unit_id != result.unit_id) return InvalidArgumentError("the lease is for unit " + lease.unit_id);
+    if (lease.state == "completed") return in.SameResult(lease.unit_id, result);  // a retry
     if (lease.state != "active") return FailedPreconditionError("the lease is " + lease.state);
     IDLEGRID_ASSIGN_OR_RETURN(WorkUnit unit, in.LoadUnit(lease.unit_id));
     std::vector<std::string> needed;
@@ -792,13 +642,145 @@ Status Queue::Complete(const std::string& node_id, const Result& result) {
     // Was this the stage's last open unit? (An index seek, not a scan of the done ones.)
     IDLEGRID_ASSIGN_OR_RETURN(Stmt * open, db_->Prepare(
         "SELECT 1 FROM units WHERE job_id=? AND stage=(SELECT stage FROM units WHERE unit_id=?) AND "
-        "state IN ('waiting','ready','leased') LIMIT 1"));
+        "state IN ('preparing','waiting','ready','leased') LIMIT 1"));
     open->Bind(1, unit.job_id).Bind(2, unit.unit_id);
     stage_finished = !open->Step();
     IDLEGRID_RETURN_IF_ERROR(open->status());
     IDLEGRID_RETURN_IF_ERROR(txn.Commit());
   }
-  return stage_finished ? AssimilatePending() : Status::Ok();
+  return stage_finished ? Wake() : Status::Ok();
+}
+
+Status Queue::Wake() {
+  if (wake_) {
+    wake_();
+    return Status::Ok();
+  }
+  IDLEGRID_RETURN_IF_ERROR(PreparePending());
+  IDLEGRID_RETURN_IF_ERROR(AssimilatePending());
+  return PreparePending();  // the next stage's units
+}
+
+// --- preparation --------------------------------------------------------------------------
+
+namespace {
+
+struct PreparingUnit {
+  std::string unit_id, after;
+  WorkUnit unit;
+  std::vector<std::string> prep;
+};
+
+}  // namespace
+
+Status Queue::PreparePending() {
+  std::lock_guard<std::mutex> one(prepare_mu_);
+  for (int round = 0; round < 1000; ++round) {
+    // 1. The oldest job with units to prepare, and those units.
+    std::string job_id;
+    std::vector<PreparingUnit> units;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      StmtScope scope(*db_);
+      IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db_->Prepare(
+          "SELECT job_id FROM units WHERE state='preparing' ORDER BY job_seq, seq LIMIT 1"));
+      if (!s->Step()) return s->status();
+      job_id = s->Text(0);
+      s->Reset();
+      IDLEGRID_ASSIGN_OR_RETURN(Stmt * u, db_->Prepare(
+          "SELECT unit_id, COALESCE(after, ''), unit, COALESCE(prep, '[]') FROM units "
+          "WHERE job_id=? AND state='preparing' ORDER BY seq"));
+      u->Bind(1, job_id);
+      while (u->Step()) {
+        PreparingUnit p{u->Text(0), u->Text(1), {}, {}};
+        StatusOr<Json> unit = ParseJson(u->Text(2));
+        StatusOr<Json> prep = ParseJson(u->Text(3));
+        StatusOr<WorkUnit> w = unit.ok() ? WorkUnit::FromJson(*unit) : StatusOr<WorkUnit>(unit.status());
+        if (w.ok() && prep.ok() && prep->is_array()) {
+          p.unit = std::move(*w);
+          for (const Json& name : *prep) p.prep.push_back(name.is_string() ? name.get<std::string>() : "");
+        }
+        units.push_back(std::move(p));
+      }
+      IDLEGRID_RETURN_IF_ERROR(u->status());
+    }
+    // 2. The cuts, without holding the database (each at most once: chains share theirs).
+    std::string failure;
+    std::map<std::string, BlobRef> done;  // cut key -> blob
+    for (PreparingUnit& p : units) {
+      if (p.unit.unit_id.empty() || !p.unit.region) {
+        failure = "unit " + p.unit_id + " is damaged in the database";
+        break;
+      }
+      for (const std::string& name : p.prep) {
+        if (!p.unit.inputs.count(name)) {
+          failure = "unit " + p.unit_id + " has no input \"" + name + "\" to cut";
+          break;
+        }
+        StatusOr<BlobRef> cut = Cut(p.unit.inputs.at(name), *p.unit.region, name == "labels", &done);
+        if (!cut.ok()) {
+          failure = "cannot cut input \"" + name + "\" of unit " + p.unit_id + ": " + cut.status().message();
+          break;
+        }
+        p.unit.inputs[name] = *cut;
+      }
+      if (!failure.empty()) break;
+    }
+    // 3. Record them, unless the job ended meanwhile.
+    std::lock_guard<std::mutex> lock(mu_);
+    Txn txn(*db_);
+    IDLEGRID_RETURN_IF_ERROR(txn.status());
+    Internal in{*this, *db_, clock_()};
+    if (!failure.empty()) {
+      IDLEGRID_RETURN_IF_ERROR(in.FailJob(job_id, failure));
+      IDLEGRID_RETURN_IF_ERROR(txn.Commit());
+      continue;
+    }
+    for (const PreparingUnit& p : units) {
+      IDLEGRID_ASSIGN_OR_RETURN(Stmt * u, db_->Prepare(
+          "UPDATE units SET unit=?, prep=NULL, state=?, updated_at=? WHERE unit_id=? AND state='preparing'"));
+      IDLEGRID_RETURN_IF_ERROR(u->Bind(1, Dump(p.unit.ToJson())).Bind(2, p.after.empty() ? "ready" : "waiting")
+                                   .Bind(3, in.now).Bind(4, p.unit_id).Run());
+    }
+    IDLEGRID_RETURN_IF_ERROR(in.Event("prepared", job_id, "", "", std::to_string(done.size()) + " inputs cut"));
+    IDLEGRID_RETURN_IF_ERROR(txn.Commit());
+  }
+  return Status::Ok();
+}
+
+// One cut: from the cache of earlier cuts when its blob is still stored, else made now.
+StatusOr<BlobRef> Queue::Cut(const BlobRef& source, const SliceRegion& region, bool deflate,
+                             std::map<std::string, BlobRef>* done) {
+  const std::string region_key = Dump(SliceRegionToJson(region));
+  const std::string key = source.sha256 + region_key + (deflate ? "z" : "");
+  if (auto it = done->find(key); it != done->end()) return it->second;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    StmtScope scope(*db_);
+    IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db_->Prepare(
+        "SELECT sha256, size FROM cuts WHERE source=? AND region=? AND deflate=?"));
+    s->Bind(1, source.sha256).Bind(2, region_key).Bind(3, deflate ? 1 : 0);
+    if (s->Step()) {
+      BlobRef ref;
+      ref.sha256 = s->Text(0);
+      ref.size = s->Int(1);
+      s->Reset();
+      StatusOr<BlobRef> st = blobs_->Stat(ref.sha256);
+      if (st.ok() && st->size == ref.size) return (*done)[key] = ref;
+    }
+    IDLEGRID_RETURN_IF_ERROR(s->status());
+  }
+  IDLEGRID_ASSIGN_OR_RETURN(BlobRef ref, CutRegion(*blobs_, source, region, deflate));
+  std::lock_guard<std::mutex> lock(mu_);
+  StmtScope scope(*db_);
+  IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db_->Prepare(
+      "INSERT OR REPLACE INTO cuts(source, region, deflate, sha256, size) VALUES(?,?,?,?,?)"));
+  IDLEGRID_RETURN_IF_ERROR(s->Bind(1, source.sha256).Bind(2, region_key).Bind(3, deflate ? 1 : 0)
+                               .Bind(4, ref.sha256).Bind(5, ref.size).Run());
+  IDLEGRID_ASSIGN_OR_RETURN(Stmt * b, db_->Prepare(
+      "INSERT OR IGNORE INTO blobs(sha256, size, created_at) VALUES(?,?,?)"));
+  IDLEGRID_RETURN_IF_ERROR(b->Bind(1, ref.sha256).Bind(2, ref.size).Bind(3, clock_()).Run());
+  return (*done)[key] = ref;
 }
 
 Status Queue::Abort(const std::string& node_id, const std::string& lease_id, const std::string& reason,
@@ -898,7 +880,7 @@ Status Queue::AssimilatePending() {
       IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db_->Prepare(
           "SELECT j.job_id, j.stage, j.plan, j.outputs, j.seq FROM jobs j WHERE j.state='running' AND NOT EXISTS "
           "(SELECT 1 FROM units u WHERE u.job_id=j.job_id AND u.stage=j.stage AND "
-          " u.state IN ('waiting','ready','leased','failed','cancelled')) "
+          " u.state IN ('preparing','waiting','ready','leased','failed','cancelled')) "
           "ORDER BY j.seq LIMIT 1"));
       if (!s->Step()) return s->status();
       job_id = s->Text(0);
@@ -916,7 +898,7 @@ Status Queue::AssimilatePending() {
     // 2. The work itself, without holding the database.
     Json summary = Json::object();
     std::vector<std::pair<std::string, std::string>> models;  // model sha -> config
-    std::vector<WorkUnit> next_units;
+    std::vector<PlannedUnit> next_units;
     std::string failure;
     const Json& st = plan["stages"][stage];
     const bool last_stage = stage + 1 >= static_cast<int64_t>(plan["stages"].size());
@@ -967,7 +949,7 @@ Status Queue::AssimilatePending() {
                                inf["output"].get<std::string>(), options_)
                   : StatusOr<std::vector<WorkUnit>>(InternalError("the plan is damaged"));
           if (slabs.ok()) {
-            next_units = *slabs;
+            for (WorkUnit& u : *slabs) next_units.push_back(WithPrep("s" + std::to_string(stage + 1), std::move(u), ""));
           } else {
             failure = slabs.status().message();
           }
@@ -1054,8 +1036,8 @@ Status Queue::AssimilatePending() {
     j->Bind(3, Dump(job_outputs)).Bind(4, Dump(all_summary));
     if (last_stage) j->Bind(5, in.now); else j->BindNull(5);
     IDLEGRID_RETURN_IF_ERROR(j->Bind(6, job_id).Run());
-    for (const WorkUnit& u : next_units) {
-      IDLEGRID_RETURN_IF_ERROR(in.InsertUnit(u, job_seq, static_cast<int>(stage + 1), "s" + std::to_string(stage + 1), ""));
+    for (const PlannedUnit& u : next_units) {
+      IDLEGRID_RETURN_IF_ERROR(in.InsertUnit(u, job_seq, static_cast<int>(stage + 1)));
     }
     IDLEGRID_RETURN_IF_ERROR(in.Event(last_stage ? "job_done" : "stage_done", job_id, "", "",
                                       "stage " + std::to_string(stage + 1)));

@@ -95,14 +95,17 @@ struct Server::Impl {
   std::unique_ptr<Queue> queue;
   std::unique_ptr<httplib::SSLServer> http;
   int port = 0;
-  std::thread listener, maintenance;
+  std::thread listener, maintenance, background;
   std::mutex mu;
   std::condition_variable cv;
   bool stopping = false;  // guarded by mu
+  bool work = true;       // guarded by mu: background work may be pending (true at start:
+                          // what a crash interrupted)
 
   Status Init();
   void Routes();
   void Maintain();
+  void Background();
 
   // Authorization: a node's credentials or the admin token.
   StatusOr<std::string> Node(const httplib::Request& req) {
@@ -182,8 +185,15 @@ Status Server::Impl::Init() {
     IDLEGRID_RETURN_IF_ERROR(WriteFileAtomic(d + "/admin.token", first.admin_token + "\n", 0600));
     first.created = true;
   }
-  // Work that a crash interrupted: stitching of finished stages.
-  IDLEGRID_RETURN_IF_ERROR(queue->AssimilatePending());
+  // Preparation and assimilation run on the background thread, never inside a request (a
+  // stitch of a large output would hold a node's `complete` past its timeout).
+  queue->SetWakeup([this] {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      work = true;
+    }
+    cv.notify_all();
+  });
   return Status::Ok();
 }
 
@@ -216,6 +226,7 @@ Status Server::Start() {
   for (int i = 0; i < 5000 && !s.http->is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   if (!s.http->is_running()) return UnavailableError("the HTTPS listener did not start");
   s.maintenance = std::thread([&s] { s.Maintain(); });
+  s.background = std::thread([&s] { s.Background(); });
   return Status::Ok();
 }
 
@@ -233,9 +244,29 @@ void Server::Impl::Maintain() {
     if (!c.ok()) {
       IDLEGRID_LOG(kWarning) << "checkpoint: " << c.ToString();
     }
-    Status a = queue->AssimilatePending();
-    if (!a.ok()) {
-      IDLEGRID_LOG(kWarning) << "assimilation: " << a.ToString();
+    lock.lock();
+  }
+}
+
+// Cuts units' inputs and assimilates finished stages (then prepares the next stage), when
+// woken and, as a safety net, every maintenance interval.
+void Server::Impl::Background() {
+  std::unique_lock<std::mutex> lock(mu);
+  while (!stopping) {
+    cv.wait_for(lock, std::chrono::milliseconds(options.maintenance_interval_ms), [this] { return work || stopping; });
+    if (stopping) break;
+    work = false;
+    lock.unlock();
+    for (int pass = 0; pass < 2; ++pass) {
+      Status p = queue->PreparePending();
+      if (!p.ok()) {
+        IDLEGRID_LOG(kWarning) << "preparation: " << p.ToString();
+      }
+      if (pass == 1) break;
+      Status a = queue->AssimilatePending();
+      if (!a.ok()) {
+        IDLEGRID_LOG(kWarning) << "assimilation: " << a.ToString();
+      }
     }
     lock.lock();
   }
@@ -252,6 +283,7 @@ void Server::Stop() {
   if (s.http) s.http->stop();
   if (s.listener.joinable()) s.listener.join();
   if (s.maintenance.joinable()) s.maintenance.join();
+  if (s.background.joinable()) s.background.join();
 }
 
 void Server::Wait() {

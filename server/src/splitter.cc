@@ -100,6 +100,7 @@ StatusOr<std::vector<WorkUnit>> SplitInfer(const std::string& job_id, const std:
     const VolumeShape slab_shape{s.read_end() - s.read_begin(), volume.y, volume.x, volume.c};
     u.min_memory_bytes = UnitMemoryBytes(config, slab_shape);
     u.slab = s;
+    u.region = SliceRegion::Range(volume.z, s.read_begin(), s.read_end());  // cut on preparation
     units.push_back(std::move(u));
   }
   return units;

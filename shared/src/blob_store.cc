@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "idlegrid/shared/crypto.h"
 #include "idlegrid/shared/files.h"
 #include "idlegrid/shared/json.h"
 
@@ -156,6 +157,42 @@ StatusOr<BlobRef> BlobStore::PutFile(const std::string& path,
   IDLEGRID_RETURN_IF_ERROR(ForEachChunk(
       path, 1 << 20, [&](const char* data, size_t n) { return w->Append(data, n); }));
   return w->Commit();
+}
+
+std::string BlobStore::TempPath(const std::string& name) const { return root_ + "/tmp/" + name; }
+
+StatusOr<BlobRef> BlobStore::PutTemporary(const std::string& tmp_path) const {
+  const std::string prefix = root_ + "/tmp/";
+  if (tmp_path.compare(0, prefix.size(), prefix) != 0 || tmp_path.find("/..") != std::string::npos) {
+    return InvalidArgumentError(tmp_path + " is not in the store's tmp/");
+  }
+  auto fail = [&](Status st) {
+    ::unlink(tmp_path.c_str());
+    return st;
+  };
+  StatusOr<std::string> sha = Sha256File(tmp_path);
+  if (!sha.ok()) return fail(sha.status());
+  StatusOr<uint64_t> size = FileSize(tmp_path);
+  if (!size.ok()) return fail(size.status());
+  if (static_cast<int64_t>(*size) > options_.max_blob_bytes) {
+    return fail(ResourceExhaustedError("blob of " + std::to_string(*size) + " bytes is over the store's limit"));
+  }
+  const int fd = ::open(tmp_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(ErrnoError("cannot open " + tmp_path, errno));
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  if (!synced) return fail(ErrnoError("cannot fsync " + tmp_path, errno));
+  const std::string dir = root_ + "/objects/" + sha->substr(0, 2);
+  Status st = MakeDirs(dir, 0700);
+  if (st.ok() && ::rename(tmp_path.c_str(), ObjectPath(*sha).c_str()) != 0) {
+    st = ErrnoError("cannot move blob into place", errno);
+  }
+  if (st.ok()) st = FsyncDir(dir);
+  if (!st.ok()) return fail(st);
+  BlobRef ref;
+  ref.sha256 = *sha;
+  ref.size = static_cast<int64_t>(*size);
+  return ref;
 }
 
 bool BlobStore::Has(const std::string& sha256) const { return PathOf(sha256).ok(); }

@@ -233,6 +233,7 @@ Json WorkUnit::ToJson() const {
     j["slab"] = Json{{"z_begin", slab->z_begin}, {"z_end", slab->z_end},
                      {"halo_before", slab->halo_before}, {"halo_after", slab->halo_after}};
   }
+  if (region) j["region"] = SliceRegionToJson(*region);
   return j;
 }
 
@@ -277,6 +278,17 @@ StatusOr<WorkUnit> WorkUnit::FromJson(const Json& j, const std::string& where) {
     if (!st.ok()) return st;
     u.slab = range;
   }
+  if (r.Has("region")) {
+    const Json& region = r.Object("region");
+    IDLEGRID_RETURN_IF_ERROR(r.status());
+    IDLEGRID_ASSIGN_OR_RETURN(u.region, SliceRegionFromJson(region, r.Path("region")));
+    if (u.slab && (u.region->runs.size() != 1 || u.region->runs[0].first != u.slab->read_begin() ||
+                   u.region->runs[0].second != u.slab->read_end())) {
+      return InvalidArgumentError(r.Path("region") + " must be the slab's slices [" +
+                                  std::to_string(u.slab->read_begin()) + ", " +
+                                  std::to_string(u.slab->read_end()) + ")");
+    }
+  }
   return Finished(r, std::move(u));
 }
 
@@ -284,7 +296,33 @@ bool WorkUnit::operator==(const WorkUnit& o) const {
   return unit_id == o.unit_id && job_id == o.job_id && kind == o.kind && config == o.config &&
          inputs == o.inputs && threads == o.threads &&
          checkpoint_every_s == o.checkpoint_every_s && min_memory_bytes == o.min_memory_bytes &&
-         needs_gpu == o.needs_gpu && seed == o.seed && epochs == o.epochs && slab == o.slab;
+         needs_gpu == o.needs_gpu && seed == o.seed && epochs == o.epochs && slab == o.slab &&
+         region == o.region;
+}
+
+// SliceRegion --------------------------------------------------------------
+
+Json SliceRegionToJson(const SliceRegion& region) {
+  Json runs = Json::array();
+  for (const auto& [b, e] : region.runs) runs.push_back(Json::array({b, e}));
+  return Json{{"depth", region.depth}, {"runs", runs}};
+}
+
+StatusOr<SliceRegion> SliceRegionFromJson(const Json& j, const std::string& where) {
+  JsonReader r(j, where);
+  SliceRegion region;
+  region.depth = r.Int("depth", 1, kMaxVolumeExtent);
+  const Json& runs = r.Array("runs", kMaxRegionRuns);
+  IDLEGRID_RETURN_IF_ERROR(r.Finish());
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Json& run = runs[i];
+    if (!run.is_array() || run.size() != 2 || !run[0].is_number_integer() || !run[1].is_number_integer()) {
+      return InvalidArgumentError(where + ".runs[" + std::to_string(i) + "] must be [first, end) slices");
+    }
+    region.runs.emplace_back(run[0].get<int64_t>(), run[1].get<int64_t>());
+  }
+  IDLEGRID_RETURN_IF_ERROR(region.Validate(where));
+  return region;
 }
 
 // Lease --------------------------------------------------------------------

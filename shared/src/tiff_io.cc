@@ -274,32 +274,39 @@ Status DecodePage(TIFF* tif, const Layout& l, uint8_t* dst, TiffErrors* errors) 
   return Status::Ok();
 }
 
-StatusOr<Volume> ReadStack(TIFF* tif, TiffErrors* errors, const TiffReadOptions& options) {
-  IDLEGRID_ASSIGN_OR_RETURN(Layout l, ReadLayout(tif, errors));
-  int64_t z_end = options.z_end < 0 ? l.shape.z : options.z_end;
-  if (options.z_begin < 0 || options.z_begin >= z_end || z_end > l.shape.z) {
-    return OutOfRangeError("slices [" + std::to_string(options.z_begin) + ", " +
-                           std::to_string(z_end) + ") outside a stack of " +
-                           std::to_string(l.shape.z));
-  }
-  VolumeShape shape = l.shape;
-  shape.z = z_end - options.z_begin;
-  IDLEGRID_ASSIGN_OR_RETURN(Volume vol,
-                            Volume::CreateUninitialized(shape, l.dtype, options.max_bytes));
-
+// Decodes slices [z_begin, z_end) into `vol` (already shaped for them). `*page` is the
+// directory the handle is on (-1: unknown): reading forward from it costs only the pages
+// in between, so consecutive ranges never walk the chain from the start again.
+Status ReadSlicesInto(TIFF* tif, const Layout& l, int64_t z_begin, int64_t z_end, Volume* vol,
+                      TiffErrors* errors, int64_t* page) {
   const int64_t pages_per_slice = l.channels_as_pages ? l.channels : 1;
   const size_t elem = DTypeSize(l.dtype);
   const size_t page_bytes = static_cast<size_t>(l.width) * l.height * l.spp * elem;
-  std::vector<uint8_t> page(l.channels_as_pages ? page_bytes : 0);
-  int64_t first = options.z_begin * pages_per_slice;
-  if (first > 0xFFFF'FFFFll || !TIFFSetDirectory(tif, static_cast<tdir_t>(first))) {
-    return DataLossError(FormatError("cannot seek to TIFF page " + std::to_string(first), *errors));
+  std::vector<uint8_t> buffer(l.channels_as_pages ? page_bytes : 0);
+  const int64_t first = z_begin * pages_per_slice;
+  if (first > 0xFFFF'FFFFll) return DataLossError("cannot seek to TIFF page " + std::to_string(first));
+  if (*page < 0 || first < *page) {
+    if (!TIFFSetDirectory(tif, static_cast<tdir_t>(first))) {
+      *page = -1;
+      return DataLossError(FormatError("cannot seek to TIFF page " + std::to_string(first), *errors));
+    }
+    *page = first;
   }
-  for (int64_t z = 0; z < shape.z; ++z) {
+  for (; *page < first; ++*page) {
+    if (!TIFFReadDirectory(tif)) {
+      *page = -1;
+      return DataLossError(FormatError("cannot read TIFF page " + std::to_string(*page + 1), *errors));
+    }
+  }
+  for (int64_t z = 0; z < z_end - z_begin; ++z) {
     for (int64_t c = 0; c < pages_per_slice; ++c) {
-      int64_t index = first + z * pages_per_slice + c;
-      if (index != first && !TIFFReadDirectory(tif)) {
-        return DataLossError(FormatError("cannot read TIFF page " + std::to_string(index), *errors));
+      const int64_t index = first + z * pages_per_slice + c;
+      if (index != *page) {
+        if (!TIFFReadDirectory(tif)) {
+          *page = -1;
+          return DataLossError(FormatError("cannot read TIFF page " + std::to_string(index), *errors));
+        }
+        *page = index;
       }
       Layout p;
       IDLEGRID_RETURN_IF_ERROR(PageFields(tif, &p));
@@ -312,18 +319,38 @@ StatusOr<Volume> ReadStack(TIFF* tif, TiffErrors* errors, const TiffReadOptions&
             std::to_string(l.height) + ", " + std::to_string(l.bits) + "-bit)");
       }
       if (!l.channels_as_pages) {
-        IDLEGRID_RETURN_IF_ERROR(DecodePage(tif, l, vol.slice_bytes_at(z), errors));
+        IDLEGRID_RETURN_IF_ERROR(DecodePage(tif, l, vol->slice_bytes_at(z), errors));
         continue;
       }
-      IDLEGRID_RETURN_IF_ERROR(DecodePage(tif, l, page.data(), errors));
-      uint8_t* out = vol.slice_bytes_at(z);
+      IDLEGRID_RETURN_IF_ERROR(DecodePage(tif, l, buffer.data(), errors));
+      uint8_t* out = vol->slice_bytes_at(z);
       const size_t stride = static_cast<size_t>(l.channels) * elem;
       for (size_t i = 0, n = static_cast<size_t>(l.width) * l.height; i < n; ++i) {
-        std::memcpy(out + i * stride + static_cast<size_t>(c) * elem, page.data() + i * elem, elem);
+        std::memcpy(out + i * stride + static_cast<size_t>(c) * elem, buffer.data() + i * elem, elem);
       }
     }
   }
+  return Status::Ok();
+}
+
+StatusOr<Volume> ReadRange(TIFF* tif, const Layout& l, int64_t z_begin, int64_t z_end,
+                           uint64_t max_bytes, TiffErrors* errors, int64_t* page) {
+  if (z_end < 0) z_end = l.shape.z;
+  if (z_begin < 0 || z_begin >= z_end || z_end > l.shape.z) {
+    return OutOfRangeError("slices [" + std::to_string(z_begin) + ", " + std::to_string(z_end) +
+                           ") outside a stack of " + std::to_string(l.shape.z));
+  }
+  VolumeShape shape = l.shape;
+  shape.z = z_end - z_begin;
+  IDLEGRID_ASSIGN_OR_RETURN(Volume vol, Volume::CreateUninitialized(shape, l.dtype, max_bytes));
+  IDLEGRID_RETURN_IF_ERROR(ReadSlicesInto(tif, l, z_begin, z_end, &vol, errors, page));
   return vol;
+}
+
+StatusOr<Volume> ReadStack(TIFF* tif, TiffErrors* errors, const TiffReadOptions& options) {
+  IDLEGRID_ASSIGN_OR_RETURN(Layout l, ReadLayout(tif, errors));
+  int64_t page = 0;  // ReadLayout leaves the handle on the first page
+  return ReadRange(tif, l, options.z_begin, options.z_end, options.max_bytes, errors, &page);
 }
 
 // Opens a file for reading; `errors` collects libtiff's messages and must outlive the handle.
@@ -368,6 +395,72 @@ StatusOr<Volume> ReadTiffFromMemory(std::string_view bytes, const TiffReadOption
                                 MemSize, MemMap, MemUnmap, opts.get()));
   if (!tif) return InvalidArgumentError(FormatError("not a TIFF file", errors));
   return ReadStack(tif.get(), &errors, options);
+}
+
+// Stack reader --------------------------------------------------------------
+
+struct TiffStackReader::State {
+  std::string path;
+  TiffErrors errors;
+  TiffPtr tif;
+  Layout layout;
+  TiffInfo info;
+  uint64_t max_bytes = 0;
+  int64_t page = 0;
+};
+
+TiffStackReader::TiffStackReader() = default;
+TiffStackReader::~TiffStackReader() = default;
+
+StatusOr<std::unique_ptr<TiffStackReader>> TiffStackReader::Open(const std::string& path,
+                                                                 uint64_t max_bytes) {
+  std::unique_ptr<TiffStackReader> r(new TiffStackReader());
+  r->state_ = std::make_unique<State>();
+  State& s = *r->state_;
+  s.path = path;
+  s.max_bytes = max_bytes;
+  IDLEGRID_ASSIGN_OR_RETURN(s.tif, OpenForRead(path, &s.errors));
+  StatusOr<Layout> l = ReadLayout(s.tif.get(), &s.errors);
+  if (!l.ok()) return l.status().WithContext(path);
+  s.layout = *l;
+  s.info.shape = l->shape;
+  s.info.dtype = l->dtype;
+  s.info.bigtiff = l->bigtiff;
+  s.info.imagej = l->imagej;
+  return r;
+}
+
+const TiffInfo& TiffStackReader::info() const { return state_->info; }
+
+StatusOr<Volume> TiffStackReader::ReadSlices(int64_t z_begin, int64_t z_end) {
+  State& s = *state_;
+  StatusOr<Volume> v = ReadRange(s.tif.get(), s.layout, z_begin, z_end, s.max_bytes, &s.errors, &s.page);
+  if (!v.ok()) return v.status().WithContext(s.path);
+  return v;
+}
+
+Status CopyTiffSlices(const std::string& src, const SliceRegion& region, const std::string& dst,
+                      const TiffWriteOptions& options, int64_t chunk_bytes) {
+  IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<TiffStackReader> reader, TiffStackReader::Open(src));
+  const TiffInfo& info = reader->info();
+  IDLEGRID_RETURN_IF_ERROR(region.Validate());
+  if (region.depth != info.shape.z) {
+    return InvalidArgumentError(src + " has " + std::to_string(info.shape.z) + " slices, the region " +
+                                std::to_string(region.depth));
+  }
+  VolumeShape shape = info.shape;
+  shape.z = region.slices();
+  IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<TiffWriter> writer, TiffWriter::Open(dst, shape, info.dtype, options));
+  const int64_t slice_bytes = std::max<int64_t>(1, info.shape.y * info.shape.x * info.shape.c *
+                                                       static_cast<int64_t>(DTypeSize(info.dtype)));
+  const int64_t step = std::max<int64_t>(1, chunk_bytes / slice_bytes);
+  for (const auto& [b, e] : region.runs) {
+    for (int64_t z = b; z < e; z += step) {
+      IDLEGRID_ASSIGN_OR_RETURN(Volume chunk, reader->ReadSlices(z, std::min(e, z + step)));
+      IDLEGRID_RETURN_IF_ERROR(writer->Append(chunk));
+    }
+  }
+  return writer->Close();
 }
 
 // Writer -------------------------------------------------------------------

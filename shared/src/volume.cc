@@ -1,4 +1,5 @@
 #include "idlegrid/shared/volume.h"
+
 #include <algorithm>
 
 namespace idlegrid {
@@ -73,6 +74,74 @@ float Volume::GetAsFloat(int64_t i) const {
   return 0.0f;
 }
 
+SliceRegion SliceRegion::Whole(int64_t depth) { return Range(depth, 0, depth); }
+
+SliceRegion SliceRegion::Range(int64_t depth, int64_t begin, int64_t end) {
+  SliceRegion r;
+  r.depth = depth;
+  if (begin < end) r.runs.emplace_back(begin, end);
+  return r;
+}
+
+SliceRegion SliceRegion::Around(const std::vector<int64_t>& slices, int64_t halo, int64_t depth) {
+  std::vector<int64_t> sorted = slices;
+  std::sort(sorted.begin(), sorted.end());
+  SliceRegion r;
+  r.depth = depth;
+  for (int64_t z : sorted) {
+    const int64_t b = std::max<int64_t>(0, z - halo), e = std::min(depth, z + halo + 1);
+    if (b >= e) continue;
+    if (!r.runs.empty() && b <= r.runs.back().second) {
+      r.runs.back().second = std::max(r.runs.back().second, e);
+    } else {
+      r.runs.emplace_back(b, e);
+    }
+  }
+  return r;
+}
+
+int64_t SliceRegion::slices() const {
+  int64_t n = 0;
+  for (const auto& [b, e] : runs) n += e - b;
+  return n;
+}
+
+int64_t SliceRegion::Local(int64_t z) const {
+  int64_t before = 0;
+  for (const auto& [b, e] : runs) {
+    if (z < b) return -1;
+    if (z < e) return before + (z - b);
+    before += e - b;
+  }
+  return -1;
+}
+
+int64_t SliceRegion::Global(int64_t i) const {
+  for (const auto& [b, e] : runs) {
+    if (i < e - b) return b + i;
+    i -= e - b;
+  }
+  return -1;
+}
+
+Status SliceRegion::Validate(const std::string& where) const {
+  if (depth < 1 || depth > kMaxVolumeExtent) {
+    return InvalidArgumentError(where + ".depth " + std::to_string(depth) + " is out of range");
+  }
+  if (runs.empty()) return InvalidArgumentError(where + " holds no slices");
+  int64_t last_end = -1;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const auto& [b, e] = runs[i];
+    if (b < 0 || e > depth || b >= e || b <= last_end) {
+      return InvalidArgumentError(where + ".runs[" + std::to_string(i) + "] [" + std::to_string(b) +
+                                  ", " + std::to_string(e) + ") is empty, out of order or outside " +
+                                  std::to_string(depth) + " slices");
+    }
+    last_end = e;
+  }
+  return Status::Ok();
+}
+
 StatusOr<std::vector<SlabRange>> PlanSlabs(int64_t depth, int64_t slab_depth, int64_t halo) {
   if (depth < 1) return InvalidArgumentError("volume depth must be positive");
   if (slab_depth < 1) return InvalidArgumentError("slab depth must be positive");
@@ -100,6 +169,23 @@ StatusOr<Volume> ExtractSlab(const Volume& volume, const SlabRange& slab) {
   shape.z = slab.read_end() - slab.read_begin();
   IDLEGRID_ASSIGN_OR_RETURN(Volume out, Volume::CreateUninitialized(shape, volume.dtype()));
   std::memcpy(out.bytes(), volume.slice_bytes_at(slab.read_begin()), out.size_bytes());
+  return out;
+}
+
+StatusOr<Volume> ExtractRegion(const Volume& volume, const SliceRegion& region) {
+  IDLEGRID_RETURN_IF_ERROR(region.Validate());
+  if (region.depth != volume.shape().z) {
+    return InvalidArgumentError("a region of " + std::to_string(region.depth) + " slices does not fit a volume of " +
+                                std::to_string(volume.shape().z));
+  }
+  VolumeShape shape = volume.shape();
+  shape.z = region.slices();
+  IDLEGRID_ASSIGN_OR_RETURN(Volume out, Volume::CreateUninitialized(shape, volume.dtype()));
+  int64_t at = 0;
+  for (const auto& [b, e] : region.runs) {
+    std::memcpy(out.slice_bytes_at(at), volume.slice_bytes_at(b), static_cast<size_t>(e - b) * volume.slice_bytes());
+    at += e - b;
+  }
   return out;
 }
 

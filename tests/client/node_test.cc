@@ -19,6 +19,7 @@
 #include "idlegrid/models/model.h"
 #include "idlegrid/server/server.h"
 #include "idlegrid/shared/api_client.h"
+#include "idlegrid/shared/crypto.h"
 #include "idlegrid/shared/tiff_io.h"
 #include "models/model_fixtures.h"
 #include "test_util.h"
@@ -353,11 +354,20 @@ TEST_CASE("a unit signed by another key, or an input with the wrong hash, runs n
     CHECK(s["state"] == "failed");
     CHECK_THAT(s["error"].get<std::string>(), Catch::Contains("refused") && Catch::Contains("unknown key"));
     const std::string cache = env[2].substr(std::string("IDLEGRID_CACHE_DIR=").size());
-    CHECK_FALSE(std::filesystem::exists(cache + "/units/blobs/" + g.image.sha256));  // nothing fetched
+    CHECK((!std::filesystem::exists(cache + "/units/blobs") ||
+           std::filesystem::is_empty(cache + "/units/blobs")));  // nothing fetched
   }
   SECTION("wrong hash") {
-    // Damage the image in the server's store: the node must notice and run nothing.
-    const std::string path = g.dir / ("server/blobs/objects/" + g.image.sha256.substr(0, 2) + "/" + g.image.sha256);
+    // The node downloads the server's cut of the image (the labelled slice, computed here the
+    // same way: the same slices give the same bytes). Damage it in the server's store once
+    // it is cut: the node must notice and run nothing.
+    const MaterialsSample& sample = testing::SmallSample();
+    const models::DataFingerprint fp = Must(models::ComputeFingerprint(sample.image, &sample.scribbles, {}));
+    Must(CopyTiffSlices(g.dir / "image.tif", models::TrainingRegion(c, fp), g.dir / "cut.tif"));
+    const std::string cut = Must(Sha256File(g.dir / "cut.tif"));
+    const std::string job = g.SubmitTrain(c);
+    const std::string path = g.dir / ("server/blobs/objects/" + cut.substr(0, 2) + "/" + cut);
+    for (int i = 0; i < 200 && !std::filesystem::exists(path); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     REQUIRE(std::filesystem::exists(path));
     std::filesystem::permissions(path, std::filesystem::perms::owner_write, std::filesystem::perm_options::add);
     {
@@ -365,7 +375,6 @@ TEST_CASE("a unit signed by another key, or an input with the wrong hash, runs n
       f.seekp(1000);
       f.put('\x5a');
     }
-    const std::string job = g.SubmitTrain(c);
     std::vector<std::string> env = g.NewNode();
     auto a = g.Run(env, {});
     Json s = g.WaitFor(job, [](const Json& j) { return j["state"] == "failed"; }, 60);

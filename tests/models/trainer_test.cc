@@ -319,6 +319,83 @@ TEST_CASE("checkpoints of another configuration or corrupt files are refused", "
   CHECK(t2->LoadCheckpoint(dir / "absent.pt").code() == StatusCode::kDataLoss);
 }
 
+// Labels on two slices far apart (the sample's scribbles, copied), in a volume deep enough
+// that even the 3D U-Net's crop leaves slices out.
+struct TwoSliceSample {
+  Volume image, labels;
+};
+const TwoSliceSample& DeepSample() {
+  static const TwoSliceSample sample = [] {
+    SampleOptions o;
+    o.shape = {40, 64, 64, 1};
+    o.grains = 10;
+    o.pores = 30;  // enough that the scribbled slice shows every phase
+    o.inclusions = 40;
+    o.labelled_pixels = 3000;
+    o.brush_radius = 2;
+    MaterialsSample m = GenerateMaterialsSample(o).value();
+    TwoSliceSample t{m.image, Volume::Create(m.truth.shape(), DType::kUInt8).value()};
+    for (int64_t z : {3, 30}) {
+      std::memcpy(t.labels.slice_bytes_at(z), m.scribbles.slice_bytes_at(m.label_slice), m.scribbles.slice_bytes());
+    }
+    return t;
+  }();
+  return sample;
+}
+
+TEST_CASE("training on a crop of the labelled slices equals training on the whole volume, bit for bit", "[models][train]") {
+  const TwoSliceSample& s = DeepSample();
+  StatusOr<DataFingerprint> measured = ComputeFingerprint(s.image, &s.labels, {});
+  INFO(measured.status().ToString());
+  REQUIRE(measured.ok());
+  const DataFingerprint& fp = *measured;
+  REQUIRE(fp.labelled_z == std::vector<int64_t>{3, 30});
+  for (const char* arch : {"unet2d", "unet25d", "unet3d", "dilated2d"}) {
+    INFO(arch);
+    ModelConfig c = TinyConfig(arch, 2, 3);
+    c.validation_fraction = 0.2;  // both epochs validate (on both slices)
+    c.refit_fraction = 0;
+    const SliceRegion region = TrainingRegion(c, fp);
+    REQUIRE(region.slices() < s.image.shape().z);  // the crop leaves slices out
+    CHECK(region.runs.size() == 2);
+    auto run = [&](const Volume& image, const Volume& labels, const SliceRegion& r, std::vector<EpochMetrics>* h) {
+      TrainerOptions o;
+      o.seed = 5;
+      o.region = r;
+      auto t = Trainer::Create(c, image, &labels, o);
+      INFO(t.status().ToString());
+      REQUIRE(t.ok());
+      REQUIRE((*t)->RunUntilEpoch(c.epochs, {}).ok());
+      *h = (*t)->history();
+      return (*t)->WeightsDigest();
+    };
+    std::vector<EpochMetrics> whole_h, crop_h;
+    const std::string whole = run(s.image, s.labels, {}, &whole_h);
+    const std::string crop = run(ExtractRegion(s.image, region).value(), ExtractRegion(s.labels, region).value(),
+                                 region, &crop_h);
+    CHECK(crop == whole);
+    REQUIRE(crop_h.size() == whole_h.size());
+    for (size_t i = 0; i < whole_h.size(); ++i) {
+      CHECK(crop_h[i].train_loss == whole_h[i].train_loss);
+      CHECK(crop_h[i].dice == whole_h[i].dice);
+      CHECK(crop_h[i].mean_dice >= 0);  // validated
+    }
+  }
+}
+
+TEST_CASE("a crop that lacks the context a labelled slice needs is refused", "[models][train]") {
+  const TwoSliceSample& s = DeepSample();
+  ModelConfig c = TinyConfig("unet25d", 1, 1);
+  const SliceRegion thin = SliceRegion::Around({3, 30}, 0, 40);  // the labelled slices alone
+  TrainerOptions o;
+  o.region = thin;
+  const Volume thin_labels = ExtractRegion(s.labels, thin).value();
+  auto t = Trainer::Create(c, ExtractRegion(s.image, thin).value(), &thin_labels, o);
+  CHECK_THAT(t.status().message(), Catch::Contains("lacks slice 1, which labelled slice 3 needs"));
+  o.region = SliceRegion::Around({3, 30}, 2, 40);
+  CHECK_THAT(Trainer::Create(c, s.image, &s.labels, o).status().message(), Catch::Contains("the image has 40 slices, its region 10"));
+}
+
 TEST_CASE("bad training input is refused before anything runs", "[models][train]") {
   const MaterialsSample& s = SmallSample();
   ModelConfig c = TinyConfig("unet2d");

@@ -5,6 +5,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <thread>
+
 #include <catch2/catch.hpp>
 
 #include "idlegrid/server/server.h"
@@ -44,6 +47,28 @@ struct Running {
   }
   std::string Path(const std::string& name) { return dir / name; }
 };
+
+// The job's status once it is `state` (the server assimilates and prepares in the
+// background), or whatever it is after 20 s.
+Json WaitForState(ApiClient& admin, const std::string& job_id, const std::string& state) {
+  Json j;
+  for (int i = 0; i < 400; ++i) {
+    j = Must(admin.JobStatus(job_id));
+    if (j["state"] == state) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return j;
+}
+
+// The next lease, waiting (bounded) while the job's units are being prepared.
+std::string LeaseWhenReady(ApiClient& node) {
+  for (int i = 0; i < 400; ++i) {
+    std::optional<std::string> text = Must(node.Lease(Node()));
+    if (text) return *text;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  throw std::runtime_error("no unit became ready within 20 s");
+}
 
 std::unique_ptr<httplib::SSLClient> RawClient(Running& r) {
   auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", r.server->port());
@@ -140,17 +165,23 @@ TEST_CASE("a unit's whole life over HTTPS", "[server][http]") {
   auto node = r.Client(e.node_id + ":" + e.secret);
   const PublicKey pinned = Must(PublicKey::FromPem(e.public_key_pem));
 
-  Must(WriteTiff(r.Path("image.tif"), Ramp(2, 32, 32)));
+  // Labels on slice 4 of 6: the unit's inputs are cut to that slice (a 2D network needs no
+  // neighbours), and that is all the node downloads.
+  const Volume image = Ramp(6, 32, 32);
+  Volume labels = Must(Volume::Create({6, 32, 32, 1}, DType::kUInt8));
+  for (int64_t i = 0; i < 32 * 32; ++i) labels.slice_bytes_at(4)[i] = static_cast<uint8_t>(1 + i % 2);
+  Must(WriteTiff(r.Path("image.tif"), image));
+  Must(WriteTiff(r.Path("labels.tif"), labels));
   Job job;
   job.kind = JobKind::kTrain;
   job.inputs["image"] = Must(admin->UploadFile(r.Path("image.tif")));
-  job.inputs["labels"] = Must(admin->UploadFile(r.Path("image.tif")));
+  job.inputs["labels"] = Must(admin->UploadFile(r.Path("labels.tif")));
   job.config = {{"model", models::ConfigToJson(TinyConfig("m", 2))}, {"epochs_per_unit", 2}};
   const Json submitted = Must(admin->Submit(job));
   const std::string job_id = submitted["job_id"];
   CHECK(submitted["units"].size() == 1);
 
-  const std::string text = Must(node->Lease(Node())).value();
+  const std::string text = LeaseWhenReady(*node);
   ReplayGuard replay;
   VerifyOptions vo;
   vo.node_id = e.node_id;
@@ -164,9 +195,13 @@ TEST_CASE("a unit's whole life over HTTPS", "[server][http]") {
   CHECK(VerifyUnit(altered.dump(), pinned, VerifyOptions{e.node_id, vo.now, nullptr}).status().code() ==
         StatusCode::kPermissionDenied);
 
-  // Inputs download with hash checks.
+  // Inputs download with hash checks: the labelled slice alone.
+  REQUIRE(env.unit.region.has_value());
+  CHECK(*env.unit.region == SliceRegion::Around({4}, 0, 6));
   Must(node->DownloadBlob(env.unit.inputs.at("image"), r.Path("in.tif")));
-  CHECK(testing::Slurp(r.Path("in.tif")) == testing::Slurp(r.Path("image.tif")));
+  CHECK(Must(ReadTiff(r.Path("in.tif"))) == Must(ReadTiff(r.Path("image.tif"), TiffReadOptions{4, 5})));
+  Must(node->DownloadBlob(env.unit.inputs.at("labels"), r.Path("labels-in.tif")));
+  CHECK(Must(ReadTiff(r.Path("labels-in.tif"))) == Must(ExtractRegion(labels, *env.unit.region)));
 
   // Checkpoint upload + heartbeat.
   testing::Spit(r.Path("ckpt"), "checkpoint bytes");
@@ -187,7 +222,13 @@ TEST_CASE("a unit's whole life over HTTPS", "[server][http]") {
   res.outputs["metrics"] = Must(node->UploadBytes(R"({"history":[{"mean_dice":0.75}]})"));
   res.outputs["model"] = Must(node->UploadBytes("model package"));
   Must(node->Complete(res));
-  const Json done = Must(admin->JobStatus(job_id));
+  // A retry of the same result (its response was lost) is accepted once more and changes
+  // nothing; another result for the same lease is refused.
+  Must(node->Complete(res));
+  Result other = res;
+  other.outputs["model"] = Must(node->UploadBytes("another model"));
+  CHECK(node->Complete(other).code() == StatusCode::kFailedPrecondition);
+  const Json done = WaitForState(*admin, job_id, "done");
   CHECK(done["state"] == "done");
   Must(admin->FetchOutput(job_id, "model", r.Path("model.pt")));
   CHECK(testing::Slurp(r.Path("model.pt")) == "model package");

@@ -1,5 +1,6 @@
 // idlegrid-server and idlegrid as real processes: first start, SIGTERM, kill -9 under load
 // and restart without loss, and the console against a running server.
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -93,6 +94,15 @@ TEST_CASE("kill -9 under load loses nothing that was acknowledged", "[server][pr
     job.inputs["volume"] = Must(api->UploadFile(dir / "volume.tif"));
     job.config = {{"model", models::ConfigToJson(TinyConfig("m", 1))}};
     job_id = Must(api->Submit(job))["job_id"];
+    // The server cuts each slab's slice from the volume in the background first.
+    for (int i = 0; i < 600; ++i) {
+      const Json status = Must(api->JobStatus(job_id));
+      if (std::none_of(status["units"].begin(), status["units"].end(),
+                       [](const Json& u) { return u["state"] == "preparing"; })) {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
 
     // Each slab's answer: its own slice of the volume.
     std::vector<BlobRef> slices;

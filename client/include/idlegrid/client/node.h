@@ -86,6 +86,8 @@ struct NodeStatus {
   int64_t epoch = 0;
   int64_t worker_pid = 0;
   int64_t units_done = 0, units_failed = 0, units_given_back = 0, refused = 0;
+  int64_t bytes_downloaded = 0;     // inputs fetched from the server (cache hits excluded)
+  double worker_peak_rss_mib = 0;   // the last worker's peak resident memory
   Json ToJson() const;
 };
 

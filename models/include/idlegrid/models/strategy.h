@@ -28,6 +28,7 @@ struct DataFingerprint {
   std::vector<int64_t> labelled_per_class;  // index c-1 for class c
   int64_t labelled_total = 0;
   int64_t labelled_slices = 0;
+  std::vector<int64_t> labelled_z;  // the slices holding labels, in order
   Resources resources;
 };
 
@@ -37,6 +38,40 @@ struct DataFingerprint {
 // smaller than the smallest patch (16 x 16).
 StatusOr<DataFingerprint> ComputeFingerprint(const Volume& image, const Volume* labels,
                                              const Resources& resources);
+
+// The fingerprint of a volume read a range of slices at a time, so that planning never holds
+// a volume: intensities from `sampled` slices (SampleSlices), labels from every slice in
+// order. Sampling every slice gives exactly ComputeFingerprint's result. Not thread-safe.
+class FingerprintBuilder {
+ public:
+  FingerprintBuilder(VolumeShape shape, DType dtype, std::vector<int64_t> sampled);
+  // Slices [z_begin, z_begin + slices.z) of the image; those not sampled are skipped.
+  Status AddImage(const Volume& slices, int64_t z_begin);
+  // The next slices of the labels (z_begin continues where the last call ended).
+  Status AddLabels(const Volume& slices, int64_t z_begin);
+  // The same errors as ComputeFingerprint.
+  StatusOr<DataFingerprint> Finish(const Resources& resources, bool with_labels);
+
+ private:
+  static Status NotFinite(int64_t element);
+  VolumeShape shape_;
+  DType dtype_;
+  std::vector<int64_t> sampled_;  // sorted
+  int64_t stride_ = 1;
+  std::vector<float> sample_;
+  std::vector<int64_t> counts_;
+  std::vector<int64_t> labelled_z_;
+  int64_t label_slices_ = 0;
+};
+
+// The slices a fingerprint samples: every slice while they hold at most max_bytes, else an
+// even spread of as many as fit (the first and last included).
+std::vector<int64_t> SampleSlices(const VolumeShape& shape, DType dtype, int64_t max_bytes);
+
+// The slices a training unit of `config` needs: for segmentation the labelled slices with
+// the context the network reads (ModelConfig::InferenceHalo); for denoising an evenly
+// spread sample of whole slices of at most 32 Mi voxels (consecutive ones for a 3D net).
+SliceRegion TrainingRegion(const ModelConfig& config, const DataFingerprint& fp);
 
 // At least four segmentation candidates that differ in kind (2D, 2.5D, 3D U-Nets and a
 // dilated network, with substitutes when the data is too thin for 2.5D/3D).

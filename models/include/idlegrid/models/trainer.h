@@ -26,6 +26,11 @@ namespace idlegrid::models {
 struct TrainerOptions {
   uint64_t seed = 0;
   std::string device = "cpu";  // "cpu" or "cuda" / "cuda:N"
+  // Which slices of the volume `image` and `labels` hold (a crop: the labelled slices with
+  // the context the network reads, SliceRegion::Around(labelled, InferenceHalo())). No runs:
+  // the whole volume. Training on a crop gives bit for bit the weights of training on the
+  // whole volume, since patches are placed and validated in whole-volume slices.
+  SliceRegion region;
 };
 
 // Metrics of one finished epoch.

@@ -1,15 +1,19 @@
 // The work queue: jobs, their units, leases, nodes and tokens in one SQLite file, and every
 // rule of a unit's life (docs/ARCHITECTURE.md, "server/"):
 //
-//   submit   -> the job is split into units: chains of train_epochs units (each waits for the
+//   submit   -> the job is planned (server/src/planner.h, from a bounded sample of its
+//               data) and split into units: chains of train_epochs units (each waits for the
 //               previous one's checkpoint) or infer_slab units (Z range + halo)
+//   prepare  -> each unit's data inputs are cut down to its region (a training crop, a
+//               slab's slices) in the background, so a node downloads what its unit reads
 //   lease    -> the oldest job's first ready unit that fits the node (memory, GPU, threads),
 //               signed for this lease/node with the server's Ed25519 key
 //   heartbeat-> extends the deadline, records the newest uploaded checkpoint and epochs done;
 //               the reply says "abort" when the job was cancelled or the lease is gone
-//   complete -> outputs recorded, the chain's next unit becomes ready, and a finished stage is
-//               assimilated (a chain's model, a sweep's ranking, stitched slabs) and the next
-//               stage (infer with the best model) split
+//   complete -> outputs recorded (idempotent for the same lease and outputs), the chain's
+//               next unit becomes ready; a finished stage is assimilated in the background
+//               (a chain's model, a sweep's ranking, stitched slabs) and the next stage
+//               (infer with the best model) split
 //   abort / expiry -> the unit goes back to the queue from its latest uploaded checkpoint;
 //               failures (expiry, worker error) are bounded, then the job fails with the reason
 //
@@ -21,6 +25,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -101,8 +106,16 @@ class Queue {
                bool failed, const std::optional<BlobRef>& checkpoint);
   // Requeues units whose lease deadline passed; returns how many.
   StatusOr<int> ExpireLeases();
-  // Assimilates every job whose current stage has finished (after a restart, too).
+  // Background work, run by the server's background thread (and by tests, explicitly):
+  // cuts the inputs of units waiting in 'preparing' (job by job, oldest first; a cut that
+  // fails fails its job with the reason) ...
+  Status PreparePending();
+  // ... and assimilates every job whose current stage has finished (after a restart, too).
   Status AssimilatePending();
+  // Called (on the caller's thread, without locks held) when background work appears: a
+  // job with units to prepare, a finished stage. Set once, before any request. Without
+  // one (a queue used on its own, as in tests), that work runs on the calling thread.
+  void SetWakeup(std::function<void()> wake) { wake_ = std::move(wake); }
   // Copies the write-ahead log into the database file from a second connection, so that
   // request threads never wait for it (the server's maintenance thread calls this).
   Status Checkpoint();
@@ -138,6 +151,11 @@ class Queue {
   QueueOptions options_;
   ClockFn clock_;
   std::mutex assimilate_mu_;  // one assimilation at a time (they are rare and may be long)
+  std::mutex prepare_mu_;     // one preparation at a time
+  std::function<void()> wake_;
+  Status Wake();
+  StatusOr<BlobRef> Cut(const BlobRef& source, const SliceRegion& region, bool deflate,
+                        std::map<std::string, BlobRef>* done);
 };
 
 }  // namespace idlegrid::server

@@ -73,6 +73,12 @@ class BlobStore {
                             const std::string& expected_sha256 = "") const;
 
   bool Has(const std::string& sha256) const;
+  // A path under tmp/ for a file written by other means (a TIFF cut from a stored volume);
+  // `name` must be unique to the writer (it is not checked).
+  std::string TempPath(const std::string& name) const;
+  // Moves a finished file from tmp/ into the store under its hash (fsynced, renamed: no
+  // copy). The file is gone afterwards whether this succeeds or not.
+  StatusOr<BlobRef> PutTemporary(const std::string& tmp_path) const;
   // Path of a stored blob: INVALID_ARGUMENT for a name that is not 64 lowercase hex digits,
   // NOT_FOUND when absent. The file must not be modified.
   StatusOr<std::string> PathOf(const std::string& sha256) const;

@@ -30,6 +30,7 @@ inline constexpr size_t kMaxNamedBlobs = 64;                     // inputs/outpu
 inline constexpr size_t kMaxUrlLength = 2048;
 inline constexpr int64_t kMaxEpochs = 1000000;
 inline constexpr int64_t kMaxSlices = int64_t{1} << 31;
+inline constexpr size_t kMaxRegionRuns = 1 << 16;
 
 // A content-addressed file: the sha256 of its bytes (lowercase hex) and its size. `url`
 // says where to fetch it (may be empty when the receiver knows the blob endpoint).
@@ -110,11 +111,18 @@ struct WorkUnit {
   int64_t seed = 0;                  // train_epochs only; 0..2^53-1
   std::optional<EpochRange> epochs;  // present iff kind == kTrainEpochs
   std::optional<SlabRange> slab;     // present iff kind == kInferSlab (see volume.h)
+  // Which slices of the volume the data inputs ("image", "labels", "volume") hold; absent:
+  // the whole volume. A slab's region is its slices [read_begin, read_end).
+  std::optional<SliceRegion> region;
 
   Json ToJson() const;
   static StatusOr<WorkUnit> FromJson(const Json& j, const std::string& where = "unit");
   bool operator==(const WorkUnit& o) const;
 };
+
+// {"depth": D, "runs": [[first, end], ...]}; FromJson validates (SliceRegion::Validate).
+Json SliceRegionToJson(const SliceRegion& region);
+StatusOr<SliceRegion> SliceRegionFromJson(const Json& j, const std::string& where = "region");
 
 struct Lease {
   std::string lease_id;

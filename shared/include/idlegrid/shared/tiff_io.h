@@ -43,6 +43,28 @@ StatusOr<Volume> ReadTiff(const std::string& path, const TiffReadOptions& option
 // The same from bytes in memory (used for uploads and by the fuzz target).
 StatusOr<Volume> ReadTiffFromMemory(std::string_view bytes, const TiffReadOptions& options = {});
 
+// Reads Z ranges of one stack through one open handle. ReadTiff with a range walks the
+// TIFF's directory chain from its start on every call; this reader moves forward from where
+// it is, so reading a stack range by range costs what its pages cost, and memory is one
+// range at a time. Not thread-safe.
+class TiffStackReader {
+ public:
+  static StatusOr<std::unique_ptr<TiffStackReader>> Open(const std::string& path,
+                                                        uint64_t max_bytes = uint64_t{64} << 30);
+  ~TiffStackReader();
+  TiffStackReader(const TiffStackReader&) = delete;
+  TiffStackReader& operator=(const TiffStackReader&) = delete;
+
+  const TiffInfo& info() const;
+  // Slices [z_begin, z_end) (z_end < 0: to the end); errors name the file.
+  StatusOr<Volume> ReadSlices(int64_t z_begin, int64_t z_end);
+
+ private:
+  TiffStackReader();
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
 struct TiffWriteOptions {
   // Files whose pixel data would exceed this use BigTIFF (classic TIFF offsets are 32-bit).
   uint64_t bigtiff_threshold_bytes = (uint64_t{4} << 30) - (uint64_t{64} << 20);
@@ -79,6 +101,11 @@ class TiffWriter {
 
 Status WriteTiff(const std::string& path, const Volume& volume,
                  const TiffWriteOptions& options = {});
+
+// Writes the slices of `region` (a region of src's depth) from the stack `src` into a new
+// stack at `dst`, in order, holding at most about `chunk_bytes` of pixels at a time.
+Status CopyTiffSlices(const std::string& src, const SliceRegion& region, const std::string& dst,
+                      const TiffWriteOptions& options = {}, int64_t chunk_bytes = int64_t{64} << 20);
 
 }  // namespace idlegrid
 

@@ -9,6 +9,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "idlegrid/shared/status.h"
@@ -141,12 +142,43 @@ struct SlabRange {
   }
 };
 
+// Which slices of a volume of `depth` slices a file holds: runs [first, end) in increasing
+// order, separated by at least one slice that is not held (adjacent runs are merged). A
+// training crop (the labelled slices with the context the network reads) and an inference
+// slab (core + halos) are regions; what a unit moves is its region, not the volume. The
+// file's slices are the runs' slices in order ("local" indices 0..slices()-1).
+struct SliceRegion {
+  int64_t depth = 0;
+  std::vector<std::pair<int64_t, int64_t>> runs;
+
+  // Every slice of a volume of `depth`.
+  static SliceRegion Whole(int64_t depth);
+  // Slices [begin, end).
+  static SliceRegion Range(int64_t depth, int64_t begin, int64_t end);
+  // Each of `slices` widened by `halo` on both sides, clipped to [0, depth), merged.
+  static SliceRegion Around(const std::vector<int64_t>& slices, int64_t halo, int64_t depth);
+
+  int64_t slices() const;
+  bool whole() const { return runs.size() == 1 && runs[0].first == 0 && runs[0].second == depth; }
+  // Local index of global slice z, or -1 when the region does not hold it.
+  int64_t Local(int64_t z) const;
+  // Global slice of local index i (0 <= i < slices()).
+  int64_t Global(int64_t i) const;
+  // INVALID_ARGUMENT naming `where` unless runs are non-empty, ordered, separated and inside
+  // [0, depth).
+  Status Validate(const std::string& where = "region") const;
+  bool operator==(const SliceRegion& o) const { return depth == o.depth && runs == o.runs; }
+};
+
 // Splits [0, depth) into consecutive slabs of at most slab_depth slices (the last may be
 // shorter) with `halo` slices of context on each side, clipped to the volume.
 StatusOr<std::vector<SlabRange>> PlanSlabs(int64_t depth, int64_t slab_depth, int64_t halo);
 
 // Copies slices [slab.read_begin(), slab.read_end()) of `volume`.
 StatusOr<Volume> ExtractSlab(const Volume& volume, const SlabRange& slab);
+
+// Copies the slices of `region` (a region of volume's depth), in order.
+StatusOr<Volume> ExtractRegion(const Volume& volume, const SliceRegion& region);
 
 // Copies the core slices of `slab_volume` (as produced for `slab`, i.e. with its halos)
 // into `out` at [z_begin, z_end). Shapes other than Z and the dtype must match.

@@ -1,0 +1,298 @@
+#include "planner.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <optional>
+
+#include "idlegrid/models/config_json.h"
+#include "idlegrid/shared/crypto.h"
+#include "idlegrid/shared/tiff_io.h"
+#include "splitter.h"
+
+namespace idlegrid::server {
+namespace {
+
+// Slices read at a time while scanning a stack (bounded memory whatever its size).
+constexpr int64_t kScanBytes = int64_t{64} << 20;
+
+StatusOr<models::ModelConfig> ConfigFrom(const Json& j, const std::string& where) {
+  IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, models::ConfigFromJson(j, where));
+  IDLEGRID_RETURN_IF_ERROR(c.Validate());
+  return c;
+}
+
+int64_t SlicesPerRead(const TiffInfo& info) {
+  const int64_t slice = std::max<int64_t>(1, info.shape.y * info.shape.x * info.shape.c *
+                                                 static_cast<int64_t>(DTypeSize(info.dtype)));
+  return std::max<int64_t>(1, kScanBytes / slice);
+}
+
+// Calls `f(slices, z_begin)` over the whole stack, a bounded range at a time.
+template <typename F>
+Status ScanStack(TiffStackReader& reader, F f) {
+  const int64_t step = SlicesPerRead(reader.info());
+  for (int64_t z = 0; z < reader.info().shape.z; z += step) {
+    IDLEGRID_ASSIGN_OR_RETURN(Volume v, reader.ReadSlices(z, std::min(reader.info().shape.z, z + step)));
+    IDLEGRID_RETURN_IF_ERROR(f(v, z));
+  }
+  return Status::Ok();
+}
+
+// The slices of a label stack that hold a label (streamed).
+StatusOr<std::vector<int64_t>> LabelledSlices(const std::string& path) {
+  IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<TiffStackReader> reader, TiffStackReader::Open(path));
+  std::vector<int64_t> out;
+  IDLEGRID_RETURN_IF_ERROR(ScanStack(*reader, [&](const Volume& v, int64_t z0) {
+    const size_t plane = v.slice_bytes();
+    for (int64_t z = 0; z < v.shape().z; ++z) {
+      const uint8_t* p = v.slice_bytes_at(z);
+      if (std::any_of(p, p + plane, [](uint8_t b) { return b != 0; })) out.push_back(z0 + z);
+    }
+    return Status::Ok();
+  }));
+  return out;
+}
+
+}  // namespace
+
+StatusOr<models::DataFingerprint> FingerprintOfFiles(const std::string& image_path,
+                                                     const std::string& labels_path,
+                                                     const models::Resources& resources) {
+  IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<TiffStackReader> image, TiffStackReader::Open(image_path));
+  const TiffInfo info = image->info();
+  // Sampled slices in order; consecutive ones are read together.
+  const std::vector<int64_t> sampled = models::SampleSlices(info.shape, info.dtype, kFingerprintSampleBytes);
+  models::FingerprintBuilder b(info.shape, info.dtype, sampled);
+  const int64_t step = SlicesPerRead(info);
+  for (size_t i = 0; i < sampled.size();) {
+    size_t j = i + 1;
+    while (j < sampled.size() && sampled[j] == sampled[j - 1] + 1 && static_cast<int64_t>(j - i) < step) ++j;
+    StatusOr<Volume> v = image->ReadSlices(sampled[i], sampled[j - 1] + 1);
+    if (!v.ok()) return v.status().WithContext("image");
+    IDLEGRID_RETURN_IF_ERROR(b.AddImage(*v, sampled[i]));
+    i = j;
+  }
+  if (!labels_path.empty()) {
+    StatusOr<std::unique_ptr<TiffStackReader>> labels = TiffStackReader::Open(labels_path);
+    if (!labels.ok()) return labels.status().WithContext("labels");
+    Status st = ScanStack(**labels, [&](const Volume& v, int64_t z0) { return b.AddLabels(v, z0); });
+    if (!st.ok()) return st.WithContext("labels");
+  }
+  return b.Finish(resources, !labels_path.empty());
+}
+
+StatusOr<BlobRef> CutRegion(const BlobStore& blobs, const BlobRef& source, const SliceRegion& region,
+                            bool deflate) {
+  IDLEGRID_ASSIGN_OR_RETURN(std::string path, blobs.PathOf(source.sha256));
+  const std::string tmp = blobs.TempPath("cut-" + RandomToken(8) + ".tif");
+  TiffWriteOptions options;
+  options.deflate = deflate;
+  Status st = CopyTiffSlices(path, region, tmp, options, kScanBytes);
+  if (!st.ok()) {
+    std::remove(tmp.c_str());
+    return st.WithContext("volume " + source.sha256.substr(0, 12));
+  }
+  return blobs.PutTemporary(tmp);
+}
+
+PlannedUnit WithPrep(std::string chain, WorkUnit u, std::string after) {
+  PlannedUnit p{std::move(chain), std::move(u), std::move(after), {}};
+  if (p.unit.region && !p.unit.region->whole()) {
+    for (const char* name : {"image", "labels", "volume"}) {
+      if (p.unit.inputs.count(name)) p.prep.push_back(name);
+    }
+  }
+  return p;
+}
+
+namespace {
+
+// Everything a training-stage plan needs to know about the job's data.
+struct TrainingData {
+  VolumeShape shape;
+  bool segment = false;
+  std::vector<int64_t> labelled_z;
+  std::optional<models::DataFingerprint> fp;  // when the strategy plans
+};
+
+}  // namespace
+
+StatusOr<JobPlan> Planner::Plan(const Job& job) const {
+  auto input = [&](const std::string& name) -> StatusOr<BlobRef> {
+    auto it = job.inputs.find(name);
+    if (it == job.inputs.end()) {
+      return InvalidArgumentError(std::string("a ") + JobKindName(job.kind) + " job needs the input \"" + name + "\"");
+    }
+    return it->second;
+  };
+  auto path_of = [&](const std::string& name) -> StatusOr<std::string> {
+    IDLEGRID_ASSIGN_OR_RETURN(BlobRef ref, input(name));
+    return blobs_->PathOf(ref.sha256);
+  };
+  auto shape_of = [&](const std::string& name) -> StatusOr<VolumeShape> {
+    IDLEGRID_ASSIGN_OR_RETURN(std::string path, path_of(name));
+    StatusOr<TiffInfo> info = ProbeTiff(path);
+    if (!info.ok()) return InvalidArgumentError("input \"" + name + "\" is not a readable TIFF: " + info.status().message());
+    return info->shape;
+  };
+  const Json& cfg = job.config;
+  const int64_t seed = cfg.contains("seed") && cfg["seed"].is_number_integer() ? cfg["seed"].get<int64_t>() : 1;
+
+  JobPlan out;
+  Json stages = Json::array();
+  VolumeShape shape;
+  if (job.kind == JobKind::kInfer) {
+    IDLEGRID_ASSIGN_OR_RETURN(BlobRef model, input("model"));
+    IDLEGRID_ASSIGN_OR_RETURN(shape, shape_of("volume"));
+    Json config_json;
+    if (cfg.contains("model")) {
+      config_json = cfg["model"];
+    } else {
+      IDLEGRID_ASSIGN_OR_RETURN(config_json, recorded_(model, "the model"));
+    }
+    IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(config_json, "config.model"));
+    const std::string output = cfg.value("output", c.task == models::Task::kDenoise ? "denoised" : "labels");
+    if (output != "labels" && output != "probabilities" && output != "denoised") {
+      return InvalidArgumentError("config.output must be labels, probabilities or denoised");
+    }
+    if ((output == "denoised") != (c.task == models::Task::kDenoise)) {
+      return InvalidArgumentError("output \"" + output + "\" does not match the model's task");
+    }
+    Json stage{{"type", "infer"}, {"output", output}, {"volume", "volume"},
+               {"model", model.ToJson()}, {"config", models::ConfigToJson(c)}};
+    int64_t z_begin = 0, z_end = -1;
+    if (cfg.contains("z_range")) {  // a part of the volume (the wizard's compare view)
+      const Json& z = cfg["z_range"];
+      if (!z.is_array() || z.size() != 2 || !z[0].is_number_integer() || !z[1].is_number_integer() ||
+          z[0].get<int64_t>() < 0 || z[0].get<int64_t>() >= z[1].get<int64_t>() || z[1].get<int64_t>() > shape.z) {
+        return InvalidArgumentError("config.z_range must be [first, end) slices inside the volume");
+      }
+      stage["z_range"] = z;
+      z_begin = z[0].get<int64_t>();
+      z_end = z[1].get<int64_t>();
+    }
+    stages.push_back(stage);
+    IDLEGRID_ASSIGN_OR_RETURN(std::vector<WorkUnit> slabs,
+                              SplitInfer(job.job_id, "s0", c, model, job.inputs.at("volume"), shape, output,
+                                         options_, z_begin, z_end));
+    for (WorkUnit& u : slabs) out.units.push_back(WithPrep("s0", std::move(u), ""));
+    out.stored = Json{{"job", job.ToJson()}, {"stages", stages}, {"shape", {shape.z, shape.y, shape.x, shape.c}}};
+    return out;
+  }
+
+  // train, sweep, denoise: chains of training units (then inference, when asked).
+  TrainingData data;
+  IDLEGRID_ASSIGN_OR_RETURN(data.shape, shape_of("image"));
+  shape = data.shape;
+  data.segment = job.kind != JobKind::kDenoise && job.inputs.count("labels") > 0;
+  if (job.kind == JobKind::kSweep && !data.segment) return InvalidArgumentError("a sweep job needs the input \"labels\"");
+  if (data.segment) {
+    IDLEGRID_ASSIGN_OR_RETURN(VolumeShape ls, shape_of("labels"));
+    if (ls.z != shape.z || ls.y != shape.y || ls.x != shape.x) {
+      return InvalidArgumentError("image " + shape.ToString() + " and labels " + ls.ToString() + " differ in shape");
+    }
+  }
+  std::vector<models::ModelConfig> configs;
+  const char* key = job.kind == JobKind::kSweep ? "candidates" : "model";
+  if (cfg.contains(key)) {
+    if (job.kind == JobKind::kSweep) {
+      if (!cfg[key].is_array() || cfg[key].empty() || cfg[key].size() > 16) {
+        return InvalidArgumentError("config.candidates must be a list of 1 to 16 model configurations");
+      }
+      for (size_t i = 0; i < cfg[key].size(); ++i) {
+        IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(cfg[key][i], "config.candidates[" + std::to_string(i) + "]"));
+        configs.push_back(c);
+      }
+    } else {
+      IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(cfg[key], "config.model"));
+      configs.push_back(c);
+    }
+  } else if (job.kind == JobKind::kTrain && job.inputs.count("init")) {
+    // Fine-tuning a model this server trained: its own configuration.
+    IDLEGRID_ASSIGN_OR_RETURN(Json recorded, recorded_(job.inputs.at("init"), "the \"init\" model"));
+    IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(recorded, "init model"));
+    configs.push_back(c);
+  } else {
+    // The no-parameter strategy: a fingerprint from a bounded sample of the image.
+    models::Resources r;
+    r.threads = options_.unit_threads;
+    IDLEGRID_ASSIGN_OR_RETURN(std::string image_path, path_of("image"));
+    std::string labels_path;
+    if (data.segment) {
+      IDLEGRID_ASSIGN_OR_RETURN(labels_path, path_of("labels"));
+    }
+    IDLEGRID_ASSIGN_OR_RETURN(data.fp, FingerprintOfFiles(image_path, labels_path, r));
+    if (data.segment) {
+      configs = models::PlanCandidates(*data.fp);
+      if (job.kind == JobKind::kTrain) configs.resize(1);
+    } else {
+      configs.push_back(models::PlanDenoiser(*data.fp));
+    }
+  }
+  std::vector<std::pair<std::string, models::ModelConfig>> chains;
+  for (size_t i = 0; i < configs.size(); ++i) {
+    if (configs[i].task == models::Task::kSegment && !data.segment) {
+      return InvalidArgumentError("configuration " + configs[i].name + " segments, but the job has no labels");
+    }
+    chains.emplace_back("c" + std::to_string(i), configs[i]);
+  }
+  std::optional<Json> infer_stage;
+  if (job.kind == JobKind::kDenoise) {
+    if (configs[0].task != models::Task::kDenoise) return InvalidArgumentError("a denoise job needs a denoising configuration");
+    infer_stage = Json{{"type", "infer"}, {"output", "denoised"}, {"volume", "image"}};
+  } else if (cfg.contains("infer")) {
+    if (!cfg["infer"].is_string() || (cfg["infer"] != "labels" && cfg["infer"] != "probabilities")) {
+      return InvalidArgumentError("config.infer must be \"labels\" or \"probabilities\"");
+    }
+    infer_stage = Json{{"type", "infer"}, {"output", cfg["infer"]}, {"volume", "image"}};
+  }
+  Json stage{{"type", "train"}, {"chains", Json::array()}};
+  for (const auto& [chain, c] : chains) {
+    stage["chains"].push_back({{"chain", chain}, {"config", models::ConfigToJson(c)}});
+  }
+  stages.push_back(stage);
+  if (infer_stage) stages.push_back(*infer_stage);
+
+  // An explicit split (tests, experiments) overrides the cost estimate.
+  int64_t epochs_per_unit = 0;
+  if (cfg.contains("epochs_per_unit")) {
+    epochs_per_unit = cfg["epochs_per_unit"].is_number_integer() ? cfg["epochs_per_unit"].get<int64_t>() : 0;
+    if (epochs_per_unit < 1) return InvalidArgumentError("config.epochs_per_unit must be a positive integer");
+  }
+  if (data.segment && !data.fp) {  // the crop needs the labelled slices
+    IDLEGRID_ASSIGN_OR_RETURN(std::string labels_path, path_of("labels"));
+    StatusOr<std::vector<int64_t>> z = LabelledSlices(labels_path);
+    if (!z.ok()) return z.status().WithContext("labels");
+    data.labelled_z = *z;
+  } else if (data.fp) {
+    data.labelled_z = data.fp->labelled_z;
+  }
+  NamedBlobs inputs;
+  inputs["image"] = job.inputs.at("image");
+  if (job.inputs.count("labels")) inputs["labels"] = job.inputs.at("labels");
+  if (job.inputs.count("init")) inputs["init"] = job.inputs.at("init");  // fine-tuning
+  for (const auto& [chain, c] : chains) {
+    models::DataFingerprint where;
+    where.shape = shape;
+    where.labelled_z = data.labelled_z;
+    if (c.task == models::Task::kSegment && where.labelled_z.empty()) {
+      return InvalidArgumentError("input \"labels\" has no labelled pixels: paint at least two classes");
+    }
+    const SliceRegion region = models::TrainingRegion(c, where);
+    VolumeShape held = shape;
+    held.z = region.slices();
+    std::vector<WorkUnit> chain_units = SplitTrainChain(job.job_id, chain, c, inputs, held, seed, options_, epochs_per_unit);
+    std::string after;
+    for (WorkUnit& u : chain_units) {
+      u.region = region;
+      const std::string id = u.unit_id;
+      out.units.push_back(WithPrep(chain, std::move(u), after));
+      after = id;
+    }
+  }
+  out.stored = Json{{"job", job.ToJson()}, {"stages", stages}, {"shape", {shape.z, shape.y, shape.x, shape.c}}};
+  return out;
+}
+
+}  // namespace idlegrid::server
