@@ -172,6 +172,7 @@ Json NodeStatus::ToJson() const {
           {"epoch", epoch}, {"worker_pid", worker_pid}, {"units_done", units_done},
           {"units_failed", units_failed}, {"units_given_back", units_given_back},
           {"refused", refused}, {"preview", preview}, {"bytes_downloaded", bytes_downloaded},
+          {"data_bytes_downloaded", data_bytes_downloaded},
           {"worker_peak_rss_mib", worker_peak_rss_mib}};
 }
 
@@ -346,7 +347,10 @@ struct NodeDaemon::Impl {
     const std::string cached = o.work_dir + "/blobs/" + ref.sha256;
     if (!Exists(cached)) {
       IDLEGRID_RETURN_IF_ERROR(api->DownloadBlob(ref, cached));
-      Update([&](NodeStatus& s) { s.bytes_downloaded += ref.size; });
+      Update([&](NodeStatus& s) {
+        s.bytes_downloaded += ref.size;
+        if (name == "image" || name == "labels" || name == "volume") s.data_bytes_downloaded += ref.size;
+      });
     }
     const std::string dest = dir + "/inputs/" + name;
     ::unlink(dest.c_str());

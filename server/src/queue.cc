@@ -1071,7 +1071,7 @@ StatusOr<Json> Queue::JobStatus(const std::string& job_id) {
   IDLEGRID_ASSIGN_OR_RETURN(Stmt * u, db_->Prepare(
       "SELECT u.unit_id, u.stage, u.chain, u.state, u.unit, u.epochs_done, u.failures, u.leases, u.error, "
       "(SELECT node_id FROM leases l WHERE l.unit_id=u.unit_id ORDER BY (state='active') DESC, issued_at DESC LIMIT 1), "
-      "(SELECT progress FROM leases l WHERE l.unit_id=u.unit_id AND l.state='active' LIMIT 1) "
+      "(SELECT progress FROM leases l WHERE l.unit_id=u.unit_id AND l.state='active' LIMIT 1), u.metrics "
       "FROM units u WHERE u.job_id=? ORDER BY u.seq"));
   u->Bind(1, job_id);
   Json units = Json::array();
@@ -1091,6 +1091,8 @@ StatusOr<Json> Queue::JobStatus(const std::string& job_id) {
       if (state != "done" && en > b) fraction = std::clamp(double(u->Int(5) - b) / double(en - b), 0.0, 1.0);
     }
     if (unit.contains("slab")) e["slab"] = {unit["slab"]["z_begin"], unit["slab"]["z_end"]};
+    if (unit.contains("region")) e["region"] = unit["region"];  // the slices its inputs hold
+    if (!u->IsNull(11)) e["metrics"] = ParseStored(u->Text(11));  // what the node reported
     if (!u->IsNull(10)) fraction = std::max(fraction, u->Real(10));
     e["progress"] = fraction;
     if (u->Int(1) == stage) {

@@ -428,6 +428,23 @@ TEST_CASE("a sweep and its inference run through two nodes", "[client][node]") {
     CHECK(testing::Slurp(preview).substr(1, 3) == "PNG");
   }
   CHECK(previews >= 1);
+  // What the nodes downloaded of the volume is what their units' regions hold (each training
+  // unit the labelled slice with its context, each slab its slices), not the volume per unit.
+  int64_t downloaded = 0, needed = 0;
+  for (const auto* env : {&env_a, &env_b}) {
+    const std::string socket = (*env)[2].substr(std::string("IDLEGRID_CACHE_DIR=").size()) + "/node.sock";
+    downloaded += Must(client::QueryNode(socket, "status"))["data_bytes_downloaded"].get<int64_t>();
+  }
+  const int64_t plane = 64 * 64;
+  for (const Json& u : s["units"]) {
+    REQUIRE(u.contains("region"));
+    int64_t slices = 0;
+    for (const Json& run : u["region"]["runs"]) slices += run[1].get<int64_t>() - run[0].get<int64_t>();
+    CHECK(slices < 12);  // never the whole volume: a crop or a slab
+    needed += slices * plane * (u["kind"] == "train_epochs" ? 3 : 2);  // uint16 image (+ uint8 labels)
+  }
+  CHECK(downloaded > 0);
+  CHECK(static_cast<double>(downloaded) <= 1.2 * static_cast<double>(needed));
   a->Signal(SIGTERM);
   b->Signal(SIGTERM);
   CHECK(a->Wait(10000) == 0);

@@ -213,6 +213,29 @@ TEST_CASE("an inference unit writes its slab", "[models][worker]") {
   CHECK(ReadTiff(d.root / "infer/probabilities.tif").value().shape().c == 3);
   InferenceResult whole = Model::Load(d.inputs + "/model").value()->PredictVolume(SmallSample().image).value();
   CHECK(labels == ExtractSlab(whole.labels, SlabRange{4, 8, 0, 0}).value());
+
+  // The same slab from an input that holds its slices alone (what the server cuts for it).
+  WorkUnit cut = u;
+  cut.region = SliceRegion::Range(12, u.slab->read_begin(), u.slab->read_end());
+  Dirs e;
+  std::filesystem::copy_file(d.inputs + "/model", e.inputs + "/model");
+  REQUIRE(CopyTiffSlices(d.inputs + "/image", *cut.region, e.inputs + "/volume").ok());
+  ChildProcess from_cut({kWorker, "run", WriteUnit(cut, e.root / "s.json"), "--inputs", e.inputs,
+                         "--outputs", e.root / "infer"});
+  from_cut.Drain(60000);
+  REQUIRE(from_cut.Wait(5000) == kWorkerOk);
+  CHECK(ReadTiff(e.root / "infer/labels.tif").value() == labels);
+
+  // A cut of the wrong depth is bad data, named.
+  std::filesystem::remove(e.inputs + "/volume");
+  REQUIRE(CopyTiffSlices(d.inputs + "/image", SliceRegion::Range(12, 0, 3), e.inputs + "/volume").ok());
+  ChildProcess wrong({kWorker, "run", WriteUnit(cut, e.root / "s.json"), "--inputs", e.inputs,
+                      "--outputs", e.root / "infer2"});
+  std::vector<Json> err = Events(wrong.Drain(60000));
+  CHECK(wrong.Wait(5000) == kWorkerBadInput);
+  REQUIRE_FALSE(err.empty());
+  CHECK_THAT(err.back()["message"].get<std::string>(),
+             Catch::Contains("input \"volume\" has 3 slices; the slab needs 8 (slices 2 to 9)"));
 }
 
 TEST_CASE("an inference slab reports progress and SIGTERM stops it within 2 s", "[models][worker]") {

@@ -98,6 +98,96 @@ TEST_CASE("a train job becomes a chain of units that hand their checkpoints on",
   CHECK(s["outputs"]["model"]["sha256"] == last.outputs["model"].sha256);
 }
 
+// Labels on slice `z` alone (classes 1 and 2 in alternate pixels).
+Volume LabelsOn(int64_t depth, int64_t z) {
+  Volume l = Must(Volume::Create({depth, 32, 32, 1}, DType::kUInt8));
+  for (int64_t i = 0; i < 32 * 32; ++i) l.slice_bytes_at(z)[i] = static_cast<uint8_t>(1 + i % 2);
+  return l;
+}
+
+TEST_CASE("units carry their region, and their inputs are cut to it once", "[server][queue]") {
+  QueueFixture f;
+  auto node = f.Enroll();
+  const Volume image = Ramp(20, 32, 32), labels = LabelsOn(20, 5);
+  models::ModelConfig c = TinyConfig("m", 1);
+  c.architecture = "unet25d";
+  c.context_slices = 2;
+  const std::string job = f.SubmitTrain(c, 1, image, labels);
+  CHECK(JobView(f, job)["units"][0]["region"] == SliceRegionToJson(SliceRegion::Range(20, 3, 8)));
+  Leased a = MustLease(*f.queue, node);
+  REQUIRE(a.env.unit.region.has_value());
+  CHECK(*a.env.unit.region == SliceRegion::Range(20, 3, 8));  // slice 5 and the 2.5D context
+  const std::string image_cut = Must(f.blobs->PathOf(a.env.unit.inputs.at("image").sha256));
+  CHECK(Must(ReadTiff(image_cut)) == Must(ExtractRegion(image, *a.env.unit.region)));
+  const std::string labels_cut = Must(f.blobs->PathOf(a.env.unit.inputs.at("labels").sha256));
+  CHECK(Must(ReadTiff(labels_cut)) == Must(ExtractRegion(labels, *a.env.unit.region)));
+  CHECK(Must(ProbeTiff(labels_cut)).shape.z == 5);
+  // The same job again reuses the cuts.
+  const std::string again = f.SubmitTrain(c, 1, image, labels);
+  Must(f.queue->Cancel(job));
+  Leased b = MustLease(*f.queue, node);
+  CHECK(b.env.unit.job_id == again);
+  CHECK(b.env.unit.inputs.at("image") == a.env.unit.inputs.at("image"));
+  // A region that is the whole volume needs no cut: the unit points at the upload.
+  const std::string whole = f.SubmitTrain(TinyConfig("m", 1), 1, Ramp(3, 32, 32), Ramp(3, 32, 32));
+  Must(f.queue->Cancel(again));
+  Leased w = MustLease(*f.queue, node);
+  CHECK(w.env.unit.job_id == whole);
+  CHECK(w.env.unit.region->whole());
+}
+
+TEST_CASE("preparation and assimilation run in the background when a wakeup is set", "[server][queue]") {
+  QueueFixture f;
+  int wakes = 0;
+  f.queue->SetWakeup([&] { ++wakes; });
+  auto node = f.Enroll();
+  const std::string job = f.SubmitTrain(TinyConfig("m", 1), 1, Ramp(6, 32, 32), LabelsOn(6, 2));
+  CHECK(wakes == 1);
+  CHECK(JobView(f, job)["units"][0]["state"] == "preparing");
+  CHECK_FALSE(Must(f.queue->Lease(node.node_id, Node())).has_value());  // nothing to lease yet
+  Must(f.queue->PreparePending());
+  Leased a = MustLease(*f.queue, node);
+  Must(f.queue->Complete(node.node_id, TrainResult(f, a, 0.5, true)));
+  CHECK(wakes == 2);
+  CHECK(JobView(f, job)["state"] == "running");  // the complete request did not assimilate
+  Must(f.queue->AssimilatePending());
+  CHECK(JobView(f, job)["state"] == "done");
+
+  // A cut that cannot be made fails its job with the reason, and the rest goes on.
+  const std::string broken = f.SubmitTrain(TinyConfig("m", 1), 1, Ramp(7, 32, 32), LabelsOn(7, 2));
+  const Json plan = JobView(f, broken);
+  REQUIRE(plan["units"][0]["state"] == "preparing");
+  std::string image_sha;
+  for (const std::string& sha : Must(f.blobs->List())) {
+    StatusOr<TiffInfo> info = ProbeTiff(Must(f.blobs->PathOf(sha)));
+    if (info.ok() && info->shape.z == 7 && info->dtype == DType::kUInt8 && info->shape.c == 1 &&
+        Must(ReadTiff(Must(f.blobs->PathOf(sha)))) == Ramp(7, 32, 32)) {
+      image_sha = sha;
+    }
+  }
+  REQUIRE_FALSE(image_sha.empty());
+  Must(f.blobs->Remove(image_sha));
+  Must(f.queue->PreparePending());
+  const Json failed = JobView(f, broken);
+  CHECK(failed["state"] == "failed");
+  CHECK_THAT(failed["error"].get<std::string>(), Catch::Contains("cannot cut input \"image\""));
+}
+
+TEST_CASE("a completion retried with the same outputs is accepted once, others are refused", "[server][queue]") {
+  QueueFixture f;
+  auto node = f.Enroll();
+  f.SubmitTrain(TinyConfig("m", 2), 1, Ramp(2, 32, 32), Ramp(2, 32, 32));
+  Leased a = MustLease(*f.queue, node);
+  const Result r = TrainResult(f, a, 0.5, false);
+  Must(f.queue->Complete(node.node_id, r));
+  Must(f.queue->Complete(node.node_id, r));  // the node's request timed out after the commit
+  Result other = TrainResult(f, a, 0.6, false);
+  CHECK(f.queue->Complete(node.node_id, other).code() == StatusCode::kFailedPrecondition);
+  Leased b = MustLease(*f.queue, node);  // the chain moved on once, from the first result
+  CHECK(b.env.unit.inputs.at("checkpoint").sha256 == r.outputs.at("checkpoint").sha256);
+  CHECK_FALSE(Must(f.queue->Lease(node.node_id, Node())).has_value());
+}
+
 TEST_CASE("leased units are signed envelopes bound to the lease and node", "[server][queue]") {
   QueueFixture f;
   auto node = f.Enroll();

@@ -167,6 +167,23 @@ TEST_CASE("PutFile copies a large file in chunks", "[blob]") {
   CHECK(store->PutFile(dir / "absent").status().code() == StatusCode::kNotFound);
 }
 
+TEST_CASE("a file written in tmp/ is moved into the store under its hash", "[blob]") {
+  TempDir dir;
+  auto store = BlobStore::Open(dir / "store").value();
+  const std::string tmp = store->TempPath("cut-1.tif");
+  testing::Spit(tmp, "some cut bytes");
+  BlobRef ref = store->PutTemporary(tmp).value();
+  CHECK(ref.sha256 == Sha256Hex("some cut bytes"));
+  CHECK(ref.size == 14);
+  CHECK(store->Read(ref.sha256, 100).value() == "some cut bytes");
+  CHECK_FALSE(std::filesystem::exists(tmp));  // moved, not copied
+  // Only files under tmp/ are taken.
+  testing::Spit(dir / "elsewhere", "x");
+  CHECK(store->PutTemporary(dir / "elsewhere").status().code() == StatusCode::kInvalidArgument);
+  CHECK(store->PutTemporary(store->TempPath("../../elsewhere")).status().code() == StatusCode::kInvalidArgument);
+  CHECK(std::filesystem::exists(dir / "elsewhere"));
+}
+
 TEST_CASE("concurrent puts of the same and different blobs", "[blob]") {
   TempDir dir;
   auto store = BlobStore::Open(dir.path()).value();

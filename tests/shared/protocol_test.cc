@@ -149,6 +149,38 @@ TEST_CASE("WorkUnit checks kind-specific ranges", "[protocol]") {
   CHECK(ErrorAfter(s, [](Json& j) { j["slab"]["extra"] = 1; }) == "unit.slab.extra: unknown field");
 }
 
+TEST_CASE("slice regions: built, looked up, validated, and carried by units", "[protocol]") {
+  const SliceRegion r = SliceRegion::Around({10, 2, 11, 40}, 1, 41);
+  CHECK(r.runs == std::vector<std::pair<int64_t, int64_t>>{{1, 4}, {9, 13}, {39, 41}});
+  CHECK(r.slices() == 9);
+  CHECK(r.Local(9) == 3);
+  CHECK(r.Local(8) == -1);
+  CHECK(r.Global(3) == 9);
+  CHECK(r.Global(8) == 40);
+  CHECK(SliceRegion::Whole(5).whole());
+  CHECK_FALSE(r.whole());
+  CHECK(r.Validate().ok());
+  SliceRegion touching = r;
+  touching.runs[1].first = 4;  // adjacent runs must be merged
+  CHECK_THAT(touching.Validate("unit.region").message(), Catch::Contains("unit.region.runs[1] [4, 13)"));
+
+  WorkUnit train = MakeTrainUnit();
+  train.region = r;
+  CheckRoundTrip(train);
+  CHECK_THAT(ErrorAfter(train, [](Json& j) { j["region"]["runs"][0] = Json::array({5, 2}); }),
+             Catch::Contains("region.runs[0]"));
+  CHECK_THAT(ErrorAfter(train, [](Json& j) { j["region"]["runs"][0] = "1-4"; }),
+             Catch::Contains("must be [first, end) slices"));
+  CHECK_THAT(ErrorAfter(train, [](Json& j) { j["region"]["depth"] = 0; }), Catch::Contains("region.depth"));
+  CHECK_THAT(ErrorAfter(train, [](Json& j) { j["region"]["extra"] = 1; }), Catch::Contains("extra"));
+  // A slab's region is its slices, nothing else.
+  WorkUnit slab = MakeSlabUnit();
+  slab.region = SliceRegion::Range(1000, slab.slab->read_begin(), slab.slab->read_end());
+  CheckRoundTrip(slab);
+  CHECK_THAT(ErrorAfter(slab, [](Json& j) { j["region"]["runs"][0][1] = j["region"]["runs"][0][1].get<int64_t>() - 1; }),
+             Catch::Contains("must be the slab's slices"));
+}
+
 TEST_CASE("blob references and names are validated", "[protocol]") {
   WorkUnit u = MakeTrainUnit();
   CHECK(ErrorAfter(u, [](Json& j) { j["inputs"]["image"]["sha256"] = std::string(64, 'A'); })

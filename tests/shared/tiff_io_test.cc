@@ -162,6 +162,43 @@ TEST_CASE("a Z range reads only those slices", "[tiff]") {
   CHECK(ReadTiff(dir / "s.tif", tiny).status().code() == StatusCode::kResourceExhausted);
 }
 
+TEST_CASE("a stack reader reads ranges in any order through one handle", "[tiff]") {
+  TempDir dir;
+  Volume v = Pattern<uint16_t>({30, 8, 9, 2}, DType::kUInt16);  // channels: two pages a slice
+  REQUIRE(WriteTiff(dir / "s.tif", v).ok());
+  auto reader = TiffStackReader::Open(dir / "s.tif").value();
+  CHECK(reader->info().shape == v.shape());
+  for (auto [b, e] : std::vector<std::pair<int64_t, int64_t>>{{0, 4}, {4, 5}, {20, 30}, {2, 9}, {29, 30}, {0, 30}}) {
+    INFO(b << " " << e);
+    CHECK(reader->ReadSlices(b, e).value() == ExtractSlab(v, SlabRange{b, e, 0, 0}).value());
+  }
+  CHECK(reader->ReadSlices(28, 31).status().code() == StatusCode::kOutOfRange);
+  CHECK(reader->ReadSlices(3, 4).value() == ExtractSlab(v, SlabRange{3, 4, 0, 0}).value());  // still usable
+}
+
+TEST_CASE("a region's slices are copied into a stack of their own", "[tiff]") {
+  TempDir dir;
+  Volume v = Pattern<uint8_t>({40, 16, 12, 1}, DType::kUInt8);
+  REQUIRE(WriteTiff(dir / "s.tif", v).ok());
+  const SliceRegion region = SliceRegion::Around({3, 4, 30}, 2, 40);  // [1, 7) and [28, 33)
+  REQUIRE(region.runs == std::vector<std::pair<int64_t, int64_t>>{{1, 7}, {28, 33}});
+  TiffWriteOptions deflate;
+  deflate.deflate = true;
+  // Chunks smaller than a run: the copy streams.
+  REQUIRE(CopyTiffSlices(dir / "s.tif", region, dir / "cut.tif", deflate, 16 * 12 * 2).ok());
+  Volume cut = ReadTiff(dir / "cut.tif").value();
+  CHECK(cut == ExtractRegion(v, region).value());
+  CHECK(cut.shape().z == 11);
+  // The same slices give the same bytes (what makes cuts content-addressed).
+  REQUIRE(CopyTiffSlices(dir / "s.tif", region, dir / "again.tif", deflate).ok());
+  CHECK(testing::Slurp(dir / "again.tif") == testing::Slurp(dir / "cut.tif"));
+  // A region of another depth, or past the end, is refused without writing anything.
+  CHECK(CopyTiffSlices(dir / "s.tif", SliceRegion::Range(41, 0, 3), dir / "bad.tif").code() == StatusCode::kInvalidArgument);
+  SliceRegion past = SliceRegion::Range(40, 38, 42);
+  CHECK_THAT(CopyTiffSlices(dir / "s.tif", past, dir / "bad.tif").message(), Catch::Contains("outside 40 slices"));
+  CHECK_FALSE(std::filesystem::exists(dir / "bad.tif"));
+}
+
 TEST_CASE("streaming writes appear only when complete", "[tiff]") {
   TempDir dir;
   Volume v = Pattern<uint8_t>({6, 5, 5, 1}, DType::kUInt8);

@@ -87,6 +87,7 @@ struct NodeStatus {
   int64_t worker_pid = 0;
   int64_t units_done = 0, units_failed = 0, units_given_back = 0, refused = 0;
   int64_t bytes_downloaded = 0;     // inputs fetched from the server (cache hits excluded)
+  int64_t data_bytes_downloaded = 0;  // of which volume data ("image", "labels", "volume")
   double worker_peak_rss_mib = 0;   // the last worker's peak resident memory
   Json ToJson() const;
 };
