@@ -387,6 +387,71 @@ TEST_CASE("a unit signed by another key, or an input with the wrong hash, runs n
   }
 }
 
+TEST_CASE("workers limited to less address space than the volume holds train on it and segment it", "[client][node]") {
+  // A 1.38 GiB volume (5632 slices of 512 x 512, uint8) with strokes on one slice, and a node
+  // whose workers may map at most 1 GiB (ulimit -v): what a unit reads is its region.
+  Grid g;
+  const VolumeShape shape{5632, 512, 512, 1};
+  const int64_t labelled = 2816;
+  {
+    auto image = Must(TiffWriter::Open(g.dir / "big.tif", shape, DType::kUInt8));
+    TiffWriteOptions deflate;
+    deflate.deflate = true;
+    auto labels = Must(TiffWriter::Open(g.dir / "big_labels.tif", shape, DType::kUInt8, deflate));
+    Volume chunk = Must(Volume::Create({64, 512, 512, 1}, DType::kUInt8));
+    Volume none = Must(Volume::Create({1, 512, 512, 1}, DType::kUInt8)), strokes = none;
+    for (int64_t y = 0; y < 512; ++y)
+      for (int64_t x = 0; x < 512; ++x) {
+        const bool bright = (x / 64 + y / 64) % 2 == 0;
+        for (int64_t z = 0; z < 64; ++z) chunk.at<uint8_t>(z, y, x) = static_cast<uint8_t>(bright ? 200 : 40);
+        if (y % 32 < 3) strokes.at<uint8_t>(0, y, x) = bright ? 2 : 1;
+      }
+    for (int64_t z = 0; z < shape.z; z += 64) Must(image->Append(chunk));
+    for (int64_t z = 0; z < shape.z; ++z) Must(labels->Append(z == labelled ? strokes : none));
+    Must(image->Close());
+    Must(labels->Close());
+  }
+  const BlobRef image = Must(g.admin->UploadFile(g.dir / "big.tif"));
+  const BlobRef labels = Must(g.admin->UploadFile(g.dir / "big_labels.tif"));
+  std::filesystem::remove(g.dir / "big.tif");
+  const std::string worker = g.dir / "limited-worker";
+  testing::Spit(worker, "#!/bin/sh\nulimit -v 1048576\nexec " + kBin + "/idlegrid-worker \"$@\"\n");
+  std::filesystem::permissions(worker, std::filesystem::perms::owner_all);
+  auto a = g.Run(g.NewNode(), {"--worker", worker});
+
+  models::ModelConfig c = TrainConfig();
+  c.epochs = 1;
+  c.steps_per_epoch = 4;
+  c.norm = {40, 200, 120, 80};
+  c.num_classes = 2;
+  c.class_weights = {1.0, 1.0};
+  c.class_names = {"dark", "bright"};
+  Job train;
+  train.kind = JobKind::kTrain;
+  train.inputs = {{"image", image}, {"labels", labels}};
+  train.config = {{"model", models::ConfigToJson(c)}};
+  const std::string trained = Must(g.admin->Submit(train))["job_id"];
+  Json s = g.WaitFor(trained, [](const Json& j) { return j["state"] == "done" || j["state"] == "failed"; }, 300);
+  INFO(s["error"].get<std::string>());
+  REQUIRE(s["state"] == "done");
+  Job infer;
+  infer.kind = JobKind::kInfer;
+  infer.inputs = {{"volume", image}, {"model", Must(BlobRef::FromJson(s["outputs"]["model"]))}};
+  infer.config = {{"output", "labels"}, {"z_range", {labelled, labelled + 1}}};
+  const std::string segmented = Must(g.admin->Submit(infer))["job_id"];
+  Json t = g.WaitFor(segmented, [](const Json& j) { return j["state"] == "done" || j["state"] == "failed"; }, 300);
+  REQUIRE(t["state"] == "done");
+  for (const Json* job : {&s, &t}) {
+    for (const Json& u : (*job)["units"]) {
+      CHECK(u["metrics"]["worker_peak_rss_mib"].get<double>() < 1024);
+    }
+  }
+  Must(g.admin->FetchOutput(segmented, "labels", g.dir / "segmented.tif"));
+  CHECK(Must(ProbeTiff(g.dir / "segmented.tif")).shape == VolumeShape{1, 512, 512, 1});
+  a->Signal(SIGTERM);
+  CHECK(a->Wait(10000) == 0);
+}
+
 TEST_CASE("a sweep and its inference run through two nodes", "[client][node]") {
   Grid g;
   Job job;
