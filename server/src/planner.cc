@@ -106,108 +106,98 @@ PlannedUnit WithPrep(std::string chain, WorkUnit u, std::string after) {
   return p;
 }
 
-namespace {
+StatusOr<BlobRef> Planner::Input(const Job& job, const std::string& name) const {
+  auto it = job.inputs.find(name);
+  if (it == job.inputs.end()) {
+    return InvalidArgumentError(std::string("a ") + JobKindName(job.kind) + " job needs the input \"" + name + "\"");
+  }
+  return it->second;
+}
 
-// Everything a training-stage plan needs to know about the job's data.
-struct TrainingData {
-  VolumeShape shape;
-  bool segment = false;
-  std::vector<int64_t> labelled_z;
-  std::optional<models::DataFingerprint> fp;  // when the strategy plans
-};
+StatusOr<std::string> Planner::PathOf(const Job& job, const std::string& name) const {
+  IDLEGRID_ASSIGN_OR_RETURN(BlobRef ref, Input(job, name));
+  return blobs_->PathOf(ref.sha256);
+}
 
-}  // namespace
+StatusOr<VolumeShape> Planner::ShapeOf(const Job& job, const std::string& name) const {
+  IDLEGRID_ASSIGN_OR_RETURN(std::string path, PathOf(job, name));
+  StatusOr<TiffInfo> info = ProbeTiff(path);
+  if (!info.ok()) return InvalidArgumentError("input \"" + name + "\" is not a readable TIFF: " + info.status().message());
+  return info->shape;
+}
 
 StatusOr<JobPlan> Planner::Plan(const Job& job) const {
-  auto input = [&](const std::string& name) -> StatusOr<BlobRef> {
-    auto it = job.inputs.find(name);
-    if (it == job.inputs.end()) {
-      return InvalidArgumentError(std::string("a ") + JobKindName(job.kind) + " job needs the input \"" + name + "\"");
-    }
-    return it->second;
-  };
-  auto path_of = [&](const std::string& name) -> StatusOr<std::string> {
-    IDLEGRID_ASSIGN_OR_RETURN(BlobRef ref, input(name));
-    return blobs_->PathOf(ref.sha256);
-  };
-  auto shape_of = [&](const std::string& name) -> StatusOr<VolumeShape> {
-    IDLEGRID_ASSIGN_OR_RETURN(std::string path, path_of(name));
-    StatusOr<TiffInfo> info = ProbeTiff(path);
-    if (!info.ok()) return InvalidArgumentError("input \"" + name + "\" is not a readable TIFF: " + info.status().message());
-    return info->shape;
-  };
+  IDLEGRID_ASSIGN_OR_RETURN(JobPlan plan, job.kind == JobKind::kInfer ? PlanInfer(job) : PlanTraining(job));
+  // How ambiguous files were read, for the user (JobStatus shows them).
+  Json notes = Json::array();
+  for (const char* name : {"image", "labels", "volume"}) {
+    if (!job.inputs.count(name)) continue;
+    StatusOr<std::string> path = PathOf(job, name);
+    StatusOr<TiffInfo> info = path.ok() ? ProbeTiff(*path) : StatusOr<TiffInfo>(path.status());
+    if (info.ok() && !info->note.empty()) notes.push_back("input \"" + std::string(name) + "\": " + info->note);
+  }
+  if (!notes.empty()) plan.stored["notes"] = notes;
+  return plan;
+}
+
+StatusOr<JobPlan> Planner::PlanInfer(const Job& job) const {
   const Json& cfg = job.config;
-  const int64_t seed = cfg.contains("seed") && cfg["seed"].is_number_integer() ? cfg["seed"].get<int64_t>() : 1;
-
+  IDLEGRID_ASSIGN_OR_RETURN(BlobRef model, Input(job, "model"));
+  IDLEGRID_ASSIGN_OR_RETURN(VolumeShape shape, ShapeOf(job, "volume"));
+  Json config_json;
+  if (cfg.contains("model")) {
+    config_json = cfg["model"];
+  } else {
+    IDLEGRID_ASSIGN_OR_RETURN(config_json, recorded_(model, "the model"));
+  }
+  IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(config_json, "config.model"));
+  const std::string output = cfg.value("output", c.task == models::Task::kDenoise ? "denoised" : "labels");
+  if (output != "labels" && output != "probabilities" && output != "denoised") {
+    return InvalidArgumentError("config.output must be labels, probabilities or denoised");
+  }
+  if ((output == "denoised") != (c.task == models::Task::kDenoise)) {
+    return InvalidArgumentError("output \"" + output + "\" does not match the model's task");
+  }
+  Json stage{{"type", "infer"}, {"output", output}, {"volume", "volume"},
+             {"model", model.ToJson()}, {"config", models::ConfigToJson(c)}};
+  int64_t z_begin = 0, z_end = -1;
+  if (cfg.contains("z_range")) {  // a part of the volume (the wizard's compare view)
+    const Json& z = cfg["z_range"];
+    if (!z.is_array() || z.size() != 2 || !z[0].is_number_integer() || !z[1].is_number_integer() ||
+        z[0].get<int64_t>() < 0 || z[0].get<int64_t>() >= z[1].get<int64_t>() || z[1].get<int64_t>() > shape.z) {
+      return InvalidArgumentError("config.z_range must be [first, end) slices inside the volume");
+    }
+    stage["z_range"] = z;
+    z_begin = z[0].get<int64_t>();
+    z_end = z[1].get<int64_t>();
+  }
   JobPlan out;
-  Json stages = Json::array();
-  VolumeShape shape;
-  if (job.kind == JobKind::kInfer) {
-    IDLEGRID_ASSIGN_OR_RETURN(BlobRef model, input("model"));
-    IDLEGRID_ASSIGN_OR_RETURN(shape, shape_of("volume"));
-    Json config_json;
-    if (cfg.contains("model")) {
-      config_json = cfg["model"];
-    } else {
-      IDLEGRID_ASSIGN_OR_RETURN(config_json, recorded_(model, "the model"));
-    }
-    IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(config_json, "config.model"));
-    const std::string output = cfg.value("output", c.task == models::Task::kDenoise ? "denoised" : "labels");
-    if (output != "labels" && output != "probabilities" && output != "denoised") {
-      return InvalidArgumentError("config.output must be labels, probabilities or denoised");
-    }
-    if ((output == "denoised") != (c.task == models::Task::kDenoise)) {
-      return InvalidArgumentError("output \"" + output + "\" does not match the model's task");
-    }
-    Json stage{{"type", "infer"}, {"output", output}, {"volume", "volume"},
-               {"model", model.ToJson()}, {"config", models::ConfigToJson(c)}};
-    int64_t z_begin = 0, z_end = -1;
-    if (cfg.contains("z_range")) {  // a part of the volume (the wizard's compare view)
-      const Json& z = cfg["z_range"];
-      if (!z.is_array() || z.size() != 2 || !z[0].is_number_integer() || !z[1].is_number_integer() ||
-          z[0].get<int64_t>() < 0 || z[0].get<int64_t>() >= z[1].get<int64_t>() || z[1].get<int64_t>() > shape.z) {
-        return InvalidArgumentError("config.z_range must be [first, end) slices inside the volume");
-      }
-      stage["z_range"] = z;
-      z_begin = z[0].get<int64_t>();
-      z_end = z[1].get<int64_t>();
-    }
-    stages.push_back(stage);
-    IDLEGRID_ASSIGN_OR_RETURN(std::vector<WorkUnit> slabs,
-                              SplitInfer(job.job_id, "s0", c, model, job.inputs.at("volume"), shape, output,
-                                         options_, z_begin, z_end));
-    for (WorkUnit& u : slabs) out.units.push_back(WithPrep("s0", std::move(u), ""));
-    out.stored = Json{{"job", job.ToJson()}, {"stages", stages}, {"shape", {shape.z, shape.y, shape.x, shape.c}}};
-    return out;
-  }
+  IDLEGRID_ASSIGN_OR_RETURN(std::vector<WorkUnit> slabs,
+                            SplitInfer(job.job_id, "s0", c, model, job.inputs.at("volume"), shape, output,
+                                       options_, z_begin, z_end));
+  for (WorkUnit& u : slabs) out.units.push_back(WithPrep("s0", std::move(u), ""));
+  out.stored = Json{{"job", job.ToJson()}, {"stages", Json::array({stage})},
+                    {"shape", {shape.z, shape.y, shape.x, shape.c}}};
+  return out;
+}
 
-  // train, sweep, denoise: chains of training units (then inference, when asked).
-  TrainingData data;
-  IDLEGRID_ASSIGN_OR_RETURN(data.shape, shape_of("image"));
-  shape = data.shape;
-  data.segment = job.kind != JobKind::kDenoise && job.inputs.count("labels") > 0;
-  if (job.kind == JobKind::kSweep && !data.segment) return InvalidArgumentError("a sweep job needs the input \"labels\"");
-  if (data.segment) {
-    IDLEGRID_ASSIGN_OR_RETURN(VolumeShape ls, shape_of("labels"));
-    if (ls.z != shape.z || ls.y != shape.y || ls.x != shape.x) {
-      return InvalidArgumentError("image " + shape.ToString() + " and labels " + ls.ToString() + " differ in shape");
-    }
-  }
+// The job's configurations: its own, a fine-tuned model's recorded one, or the strategy's
+// from a fingerprint of the data (kept in data->fp).
+StatusOr<std::vector<models::ModelConfig>> Planner::Configs(const Job& job, TrainingData* data) const {
+  const Json& cfg = job.config;
   std::vector<models::ModelConfig> configs;
   const char* key = job.kind == JobKind::kSweep ? "candidates" : "model";
-  if (cfg.contains(key)) {
-    if (job.kind == JobKind::kSweep) {
-      if (!cfg[key].is_array() || cfg[key].empty() || cfg[key].size() > 16) {
-        return InvalidArgumentError("config.candidates must be a list of 1 to 16 model configurations");
-      }
-      for (size_t i = 0; i < cfg[key].size(); ++i) {
-        IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(cfg[key][i], "config.candidates[" + std::to_string(i) + "]"));
-        configs.push_back(c);
-      }
-    } else {
-      IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(cfg[key], "config.model"));
+  if (cfg.contains(key) && job.kind == JobKind::kSweep) {
+    if (!cfg[key].is_array() || cfg[key].empty() || cfg[key].size() > 16) {
+      return InvalidArgumentError("config.candidates must be a list of 1 to 16 model configurations");
+    }
+    for (size_t i = 0; i < cfg[key].size(); ++i) {
+      IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(cfg[key][i], "config.candidates[" + std::to_string(i) + "]"));
       configs.push_back(c);
     }
+  } else if (cfg.contains(key)) {
+    IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(cfg[key], "config.model"));
+    configs.push_back(c);
   } else if (job.kind == JobKind::kTrain && job.inputs.count("init")) {
     // Fine-tuning a model this server trained: its own configuration.
     IDLEGRID_ASSIGN_OR_RETURN(Json recorded, recorded_(job.inputs.at("init"), "the \"init\" model"));
@@ -217,62 +207,80 @@ StatusOr<JobPlan> Planner::Plan(const Job& job) const {
     // The no-parameter strategy: a fingerprint from a bounded sample of the image.
     models::Resources r;
     r.threads = options_.unit_threads;
-    IDLEGRID_ASSIGN_OR_RETURN(std::string image_path, path_of("image"));
+    IDLEGRID_ASSIGN_OR_RETURN(std::string image_path, PathOf(job, "image"));
     std::string labels_path;
-    if (data.segment) {
-      IDLEGRID_ASSIGN_OR_RETURN(labels_path, path_of("labels"));
+    if (data->segment) {
+      IDLEGRID_ASSIGN_OR_RETURN(labels_path, PathOf(job, "labels"));
     }
-    IDLEGRID_ASSIGN_OR_RETURN(data.fp, FingerprintOfFiles(image_path, labels_path, r));
-    if (data.segment) {
-      configs = models::PlanCandidates(*data.fp);
+    IDLEGRID_ASSIGN_OR_RETURN(data->fp, FingerprintOfFiles(image_path, labels_path, r));
+    if (data->segment) {
+      configs = models::PlanCandidates(*data->fp);
       if (job.kind == JobKind::kTrain) configs.resize(1);
     } else {
-      configs.push_back(models::PlanDenoiser(*data.fp));
+      configs.push_back(models::PlanDenoiser(*data->fp));
     }
   }
-  std::vector<std::pair<std::string, models::ModelConfig>> chains;
+  for (const models::ModelConfig& c : configs) {
+    if (c.task == models::Task::kSegment && !data->segment) {
+      return InvalidArgumentError("configuration " + c.name + " segments, but the job has no labels");
+    }
+  }
+  if (job.kind == JobKind::kDenoise && configs[0].task != models::Task::kDenoise) {
+    return InvalidArgumentError("a denoise job needs a denoising configuration");
+  }
+  return configs;
+}
+
+StatusOr<JobPlan> Planner::PlanTraining(const Job& job) const {
+  const Json& cfg = job.config;
+  const int64_t seed = cfg.contains("seed") && cfg["seed"].is_number_integer() ? cfg["seed"].get<int64_t>() : 1;
+  TrainingData data;
+  IDLEGRID_ASSIGN_OR_RETURN(data.shape, ShapeOf(job, "image"));
+  const VolumeShape shape = data.shape;
+  data.segment = job.kind != JobKind::kDenoise && job.inputs.count("labels") > 0;
+  if (job.kind == JobKind::kSweep && !data.segment) return InvalidArgumentError("a sweep job needs the input \"labels\"");
+  if (data.segment) {
+    IDLEGRID_ASSIGN_OR_RETURN(VolumeShape ls, ShapeOf(job, "labels"));
+    if (ls.z != shape.z || ls.y != shape.y || ls.x != shape.x) {
+      return InvalidArgumentError("image " + shape.ToString() + " and labels " + ls.ToString() + " differ in shape");
+    }
+  }
+  IDLEGRID_ASSIGN_OR_RETURN(std::vector<models::ModelConfig> configs, Configs(job, &data));
+  Json stage{{"type", "train"}, {"chains", Json::array()}};
   for (size_t i = 0; i < configs.size(); ++i) {
-    if (configs[i].task == models::Task::kSegment && !data.segment) {
-      return InvalidArgumentError("configuration " + configs[i].name + " segments, but the job has no labels");
-    }
-    chains.emplace_back("c" + std::to_string(i), configs[i]);
+    stage["chains"].push_back({{"chain", "c" + std::to_string(i)}, {"config", models::ConfigToJson(configs[i])}});
   }
-  std::optional<Json> infer_stage;
+  Json stages = Json::array({stage});
   if (job.kind == JobKind::kDenoise) {
-    if (configs[0].task != models::Task::kDenoise) return InvalidArgumentError("a denoise job needs a denoising configuration");
-    infer_stage = Json{{"type", "infer"}, {"output", "denoised"}, {"volume", "image"}};
+    stages.push_back(Json{{"type", "infer"}, {"output", "denoised"}, {"volume", "image"}});
   } else if (cfg.contains("infer")) {
     if (!cfg["infer"].is_string() || (cfg["infer"] != "labels" && cfg["infer"] != "probabilities")) {
       return InvalidArgumentError("config.infer must be \"labels\" or \"probabilities\"");
     }
-    infer_stage = Json{{"type", "infer"}, {"output", cfg["infer"]}, {"volume", "image"}};
+    stages.push_back(Json{{"type", "infer"}, {"output", cfg["infer"]}, {"volume", "image"}});
   }
-  Json stage{{"type", "train"}, {"chains", Json::array()}};
-  for (const auto& [chain, c] : chains) {
-    stage["chains"].push_back({{"chain", chain}, {"config", models::ConfigToJson(c)}});
-  }
-  stages.push_back(stage);
-  if (infer_stage) stages.push_back(*infer_stage);
-
   // An explicit split (tests, experiments) overrides the cost estimate.
   int64_t epochs_per_unit = 0;
   if (cfg.contains("epochs_per_unit")) {
     epochs_per_unit = cfg["epochs_per_unit"].is_number_integer() ? cfg["epochs_per_unit"].get<int64_t>() : 0;
     if (epochs_per_unit < 1) return InvalidArgumentError("config.epochs_per_unit must be a positive integer");
   }
-  if (data.segment && !data.fp) {  // the crop needs the labelled slices
-    IDLEGRID_ASSIGN_OR_RETURN(std::string labels_path, path_of("labels"));
+  if (data.fp) {
+    data.labelled_z = data.fp->labelled_z;
+  } else if (data.segment) {  // the crop needs the labelled slices
+    IDLEGRID_ASSIGN_OR_RETURN(std::string labels_path, PathOf(job, "labels"));
     StatusOr<std::vector<int64_t>> z = LabelledSlices(labels_path);
     if (!z.ok()) return z.status().WithContext("labels");
     data.labelled_z = *z;
-  } else if (data.fp) {
-    data.labelled_z = data.fp->labelled_z;
   }
   NamedBlobs inputs;
   inputs["image"] = job.inputs.at("image");
   if (job.inputs.count("labels")) inputs["labels"] = job.inputs.at("labels");
   if (job.inputs.count("init")) inputs["init"] = job.inputs.at("init");  // fine-tuning
-  for (const auto& [chain, c] : chains) {
+  JobPlan out;
+  for (size_t i = 0; i < configs.size(); ++i) {
+    const models::ModelConfig& c = configs[i];
+    const std::string chain = "c" + std::to_string(i);
     models::DataFingerprint where;
     where.shape = shape;
     where.labelled_z = data.labelled_z;
@@ -281,10 +289,9 @@ StatusOr<JobPlan> Planner::Plan(const Job& job) const {
     }
     const SliceRegion region = models::TrainingRegion(c, where);
     VolumeShape held = shape;
-    held.z = region.slices();
-    std::vector<WorkUnit> chain_units = SplitTrainChain(job.job_id, chain, c, inputs, held, seed, options_, epochs_per_unit);
+    held.z = region.slices();  // what a unit holds: its memory estimate
     std::string after;
-    for (WorkUnit& u : chain_units) {
+    for (WorkUnit& u : SplitTrainChain(job.job_id, chain, c, inputs, held, seed, options_, epochs_per_unit)) {
       u.region = region;
       const std::string id = u.unit_id;
       out.units.push_back(WithPrep(chain, std::move(u), after));

@@ -14,6 +14,7 @@
 #define IDLEGRID_SERVER_SRC_PLANNER_H_
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,14 @@ struct PlannedUnit {
   WorkUnit unit;
   std::string after;
   std::vector<std::string> prep;  // input names cut to unit.region before leasing
+};
+
+// Everything a training-stage plan needs to know about the job's data.
+struct TrainingData {
+  VolumeShape shape;
+  bool segment = false;
+  std::vector<int64_t> labelled_z;
+  std::optional<models::DataFingerprint> fp;  // when the strategy plans
 };
 
 // What Submit stores: the plan (job, stages, shape) and the first stage's units.
@@ -73,6 +82,13 @@ class Planner {
   StatusOr<JobPlan> Plan(const Job& job) const;
 
  private:
+  StatusOr<JobPlan> PlanInfer(const Job& job) const;
+  StatusOr<JobPlan> PlanTraining(const Job& job) const;
+  StatusOr<std::vector<models::ModelConfig>> Configs(const Job& job, TrainingData* data) const;
+  StatusOr<BlobRef> Input(const Job& job, const std::string& name) const;
+  StatusOr<std::string> PathOf(const Job& job, const std::string& name) const;
+  StatusOr<VolumeShape> ShapeOf(const Job& job, const std::string& name) const;
+
   BlobStore* blobs_;
   QueueOptions options_;
   RecordedConfig recorded_;

@@ -1067,6 +1067,7 @@ StatusOr<Json> Queue::JobStatus(const std::string& job_id) {
          {"finished_at", s->IsNull(5) ? Json(nullptr) : Json(s->Int(5))},
          {"outputs", ParseStored(s->Text(7))}, {"summary", ParseStored(s->Text(8))},
          {"error", s->Text(9)}};
+  if (plan.contains("notes")) j["notes"] = plan["notes"];  // how ambiguous inputs were read
   s->Reset();
   IDLEGRID_ASSIGN_OR_RETURN(Stmt * u, db_->Prepare(
       "SELECT u.unit_id, u.stage, u.chain, u.state, u.unit, u.epochs_done, u.failures, u.leases, u.error, "

@@ -67,6 +67,9 @@ void PrintStatus(const Json& s, bool units) {
               s["state"].get<std::string>().c_str(), Bar(s["progress"].get<double>()).c_str(),
               100 * s["progress"].get<double>(), s["stage"].get<int>(), s["stages"].get<int>());
   if (!s["error"].get<std::string>().empty()) std::printf("  error: %s\n", s["error"].get<std::string>().c_str());
+  if (s.contains("notes")) {
+    for (const Json& n : s["notes"]) std::printf("  note: %s\n", n.get<std::string>().c_str());
+  }
   if (units) {
     for (const Json& u : s["units"]) {
       std::string what = u["kind"].get<std::string>();

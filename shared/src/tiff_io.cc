@@ -21,6 +21,8 @@ namespace {
 // libtiff may allocate at most this much for one buffer (strip, tile, tag array).
 constexpr tmsize_t kMaxLibtiffAlloc = tmsize_t{1} << 30;
 constexpr uint64_t kMaxPages = uint64_t{1} << 24;
+// ImageJ "channels" without "slices" above this are taken as slices (see ReadLayout).
+constexpr int64_t kMaxColourChannels = 4;
 
 // Collects libtiff's messages for one TIFF handle instead of printing them.
 struct TiffErrors {
@@ -98,6 +100,7 @@ struct Layout {
   bool channels_as_pages = false;  // ImageJ hyperstack: one page per channel
   bool imagej = false;
   bool bigtiff = false;
+  std::string note;  // how an ambiguous description was read (TiffInfo::note)
   VolumeShape shape;
 };
 
@@ -204,14 +207,24 @@ StatusOr<Layout> ReadLayout(TIFF* tif, TiffErrors* errors) {
                            " pages but its ImageJ description says " +
                            std::to_string(images) + " (truncated file?)");
     }
-    int64_t ij_channels = DescInt(fields, "channels");
+    const int64_t ij_channels = DescInt(fields, "channels"), ij_slices = DescInt(fields, "slices");
     if (l.spp == 1 && ij_channels > 1) {
-      if (ij_channels > kMaxVolumeChannels || l.pages % ij_channels != 0) {
-        return DataLossError("ImageJ description says channels=" + std::to_string(ij_channels) +
-                             " but the file has " + std::to_string(l.pages) + " pages");
+      const std::string said = "its ImageJ description says channels=" + std::to_string(ij_channels);
+      if (ij_slices <= 1 && frames <= 1 && ij_channels == l.pages && ij_channels > kMaxColourChannels) {
+        // tifffile's imwrite(path, zyx, imagej=True) without axes writes a Z stack this way;
+        // nobody means hundreds of colour channels of one slice.
+        l.note = said + " and no slices (a 3D array saved without axes?): read as " +
+                 std::to_string(ij_channels) + " slices of one channel";
+      } else if (ij_channels > kMaxVolumeChannels) {
+        return UnimplementedError(said + " with " + std::to_string(l.pages) + " pages; at most " +
+                                  std::to_string(kMaxVolumeChannels) + " channels are supported");
+      } else if (l.pages % ij_channels != 0) {
+        return DataLossError(said + ", but its " + std::to_string(l.pages) +
+                             " pages are not a whole number of slices of that many (truncated file?)");
+      } else {
+        channels = ij_channels;
+        l.channels_as_pages = true;
       }
-      channels = ij_channels;
-      l.channels_as_pages = true;
     }
   }
   l.channels = channels;
@@ -376,6 +389,7 @@ StatusOr<TiffInfo> ProbeTiff(const std::string& path) {
   info.dtype = l->dtype;
   info.bigtiff = l->bigtiff;
   info.imagej = l->imagej;
+  info.note = l->note;
   return info;
 }
 
@@ -427,6 +441,7 @@ StatusOr<std::unique_ptr<TiffStackReader>> TiffStackReader::Open(const std::stri
   s.info.dtype = l->dtype;
   s.info.bigtiff = l->bigtiff;
   s.info.imagej = l->imagej;
+  s.info.note = l->note;
   return r;
 }
 

@@ -335,6 +335,49 @@ TEST_CASE("an ImageJ description that disagrees with the pages is DATA_LOSS", "[
   CHECK(r.status().message().find("truncated") != std::string::npos);
 }
 
+// Stacks as tifffile (Debian's python3-tifffile) writes them, from a Python snippet.
+void WriteWithTifffile(const std::string& script) {
+  int rc = -1;
+  const std::string out = testing::RunCommand("/usr/bin/python3 -c 'import numpy as np, tifffile\n" + script + "' 2>&1", &rc);
+  INFO(out);
+  REQUIRE(rc == 0);
+}
+
+TEST_CASE("stacks written by tifffile open the way their writer meant them", "[tiff]") {
+  TempDir dir;
+  const std::string d = dir.path();
+  // A 3D array saved with imagej=True and no axes: tifffile writes "channels=181" and no
+  // slices. Read as 181 slices, and say so.
+  WriteWithTifffile("a = np.arange(181 * 20 * 24, dtype=np.uint16).reshape(181, 20, 24)\n"
+                    "tifffile.imwrite(\"" + d + "/noaxes.tif\", a, imagej=True)\n"
+                    "tifffile.imwrite(\"" + d + "/zyx.tif\", a, imagej=True, metadata={\"axes\": \"ZYX\"})\n"
+                    "tifffile.imwrite(\"" + d + "/cyx.tif\", a[:3].astype(np.uint8), imagej=True)\n"
+                    "tifffile.imwrite(\"" + d + "/tzyx.tif\", np.zeros((4, 5, 20, 24), np.uint8), imagej=True, "
+                    "metadata={\"axes\": \"TZYX\"})\n");
+  const TiffInfo noaxes = ProbeTiff(d + "/noaxes.tif").value();
+  CHECK(noaxes.shape == VolumeShape{181, 20, 24, 1});
+  CHECK_THAT(noaxes.note, Catch::Contains("channels=181 and no slices") && Catch::Contains("read as 181 slices"));
+  const Volume v = ReadTiff(d + "/noaxes.tif").value();
+  CHECK(v.at<uint16_t>(7, 3, 5) == 7 * 480 + 3 * 24 + 5);
+  CHECK(v == ReadTiff(d + "/zyx.tif").value());
+  CHECK(ProbeTiff(d + "/zyx.tif").value().note.empty());
+  // A few channels of one slice is what such a file says and what Fiji shows: kept.
+  const TiffInfo cyx = ProbeTiff(d + "/cyx.tif").value();
+  CHECK(cyx.shape == VolumeShape{1, 20, 24, 3});
+  CHECK(cyx.note.empty());
+  // Time series are refused by name (not yet read).
+  CHECK_THAT(ProbeTiff(d + "/tzyx.tif").status().message(), Catch::Contains("frames=4"));
+  // A description that cannot fit the pages says what it claims and what the file holds.
+  std::string bytes = testing::Slurp(d + "/zyx.tif");
+  const size_t at = bytes.find("slices=181");
+  REQUIRE(at != std::string::npos);
+  bytes.replace(at, 10, "channels=7");
+  testing::Spit(d + "/odd.tif", bytes);
+  const Status odd = ProbeTiff(d + "/odd.tif").status();
+  CHECK(odd.code() == StatusCode::kDataLoss);
+  CHECK_THAT(odd.message(), Catch::Contains("channels=7, but its 181 pages are not a whole number of slices"));
+}
+
 TEST_CASE("memory and file readers agree", "[tiff]") {
   TempDir dir;
   Volume v = Pattern<float>({3, 7, 5, 2}, DType::kFloat32);

@@ -7,7 +7,8 @@
 //
 // Read files: any stack of equally-sized pages of 8-bit unsigned, 16-bit unsigned or 32-bit
 // float samples (strips or tiles, any compression libtiff decodes), ImageJ hyperstacks with
-// channels, or interleaved multi-sample pages. Every malformed, truncated or unsupported
+// channels, or interleaved multi-sample pages. An ImageJ description with more than 4
+// "channels", no "slices" and one page per channel is a Z stack (TiffInfo::note says so). Every malformed, truncated or unsupported
 // file is an error value, never a crash; libtiff's messages go into the error, not stderr.
 #ifndef IDLEGRID_SHARED_TIFF_IO_H_
 #define IDLEGRID_SHARED_TIFF_IO_H_
@@ -27,6 +28,10 @@ struct TiffInfo {
   DType dtype = DType::kUInt8;
   bool bigtiff = false;
   bool imagej = false;  // has an ImageJ description
+  // How an ambiguous file was read, for the user (empty when it was not): e.g. tifffile
+  // writes a 3D array saved with imagej=True and no axes as "channels=181" and no slices;
+  // Fiji would show 181 channels of one slice, and such a stack is read as 181 slices.
+  std::string note;
 };
 
 struct TiffReadOptions {
