@@ -36,6 +36,46 @@ int Fail(const Status& st) {
   return st.code() == StatusCode::kInvalidArgument ? 2 : 1;
 }
 
+// What an upload or download is moving, shown on stderr at most twice a second: how much, how
+// fast and about how long is left (a 10 GB volume takes minutes on a lab network).
+class TransferProgress {
+ public:
+  static TransferProgress& Get() {
+    static TransferProgress p;
+    return p;
+  }
+  void Start(const std::string& what) {
+    what_ = what;
+    t0_ = last_ = std::chrono::steady_clock::now();
+    last_done_ = -1;
+    shown_ = false;
+  }
+  void Show(int64_t done, int64_t total) {
+    const auto now = std::chrono::steady_clock::now();
+    if (what_.empty() || total <= 0 || done == last_done_) return;
+    if (now - last_ < std::chrono::milliseconds(500) && done < total) return;
+    last_ = now;
+    last_done_ = done;
+    const double s = std::chrono::duration<double>(now - t0_).count();
+    const double rate = s > 0 ? static_cast<double>(done) / s : 0;
+    const double left = rate > 0 ? static_cast<double>(total - done) / rate : 0;
+    std::fprintf(stderr, "\r%s: %.1f of %.1f MiB (%.0f%%), %.0f MiB/s, about %.0f s left   ", what_.c_str(),
+                 static_cast<double>(done) / (1 << 20), static_cast<double>(total) / (1 << 20),
+                 100.0 * static_cast<double>(done) / static_cast<double>(total), rate / (1 << 20), left);
+    shown_ = true;
+  }
+  void Finish() {
+    if (shown_) std::fprintf(stderr, "\n");
+    what_.clear();
+  }
+
+ private:
+  std::string what_;
+  std::chrono::steady_clock::time_point t0_, last_;
+  int64_t last_done_ = -1;
+  bool shown_ = false;
+};
+
 StatusOr<std::unique_ptr<ApiClient>> Connect(Global g) {
   IDLEGRID_ASSIGN_OR_RETURN(Json config, LoadConfig(g.config_file));
   IDLEGRID_ASSIGN_OR_RETURN(std::string server, ConfigString(config, "server", ""));
@@ -53,6 +93,7 @@ StatusOr<std::unique_ptr<ApiClient>> Connect(Global g) {
   o.pinned_cert_sha256 = g.fingerprint;
   o.ca_file = g.ca;
   o.max_attempts = 3;
+  o.on_progress = [](int64_t done, int64_t total) { TransferProgress::Get().Show(done, total); };
   return ApiClient::Create(o);
 }
 
@@ -251,8 +292,15 @@ int main(int argc, char** argv) {
     job.job_id = "new";
     job.name = name;
     auto upload = [&](const std::string& input, const std::string& path) -> Status {
-      std::fprintf(stderr, "uploading %s ...\n", path.c_str());
-      IDLEGRID_ASSIGN_OR_RETURN(job.inputs[input], api.UploadFile(path));
+      StatusOr<uint64_t> size = FileSize(path);
+      if (!size.ok()) return size.status().WithContext(input);
+      std::fprintf(stderr, "hashing %s (%s, %.1f MiB) ...\n", path.c_str(), input.c_str(),
+                   static_cast<double>(*size) / (1 << 20));
+      TransferProgress::Get().Start("uploading " + path);
+      StatusOr<BlobRef> ref = api.UploadFile(path);
+      TransferProgress::Get().Finish();
+      if (!ref.ok()) return ref.status().WithContext(input);
+      job.inputs[input] = *ref;
       return Status::Ok();
     };
     auto read_config = [&](const std::string& path) -> StatusOr<Json> {
@@ -369,7 +417,9 @@ int main(int argc, char** argv) {
         return Fail(NotFoundError("job " + job_id + " has no output yet (state " + (*s)["state"].get<std::string>() + ")"));
       }
     }
+    TransferProgress::Get().Start("downloading " + output + " to " + dest);
     Status st = api.FetchOutput(job_id, output, dest);
+    TransferProgress::Get().Finish();
     if (!st.ok()) return Fail(st);
     std::printf("%s -> %s\n", output.c_str(), dest.c_str());
     return 0;

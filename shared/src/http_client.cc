@@ -110,6 +110,7 @@ struct HttpClient::Call {
   uint64_t resume_from = 0;
 
   // Filled by Perform.
+  const HttpClientOptions* options = nullptr;
   bool maybe_sent = false;    // false only when no connection was made
   std::string retry_after;    // Retry-After header of the last response
   PinState pin;
@@ -209,9 +210,15 @@ static size_t OnRead(char* buffer, size_t size, size_t n, void* user) {
   return got;
 }
 
-static int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  auto* cancel = static_cast<const std::atomic<bool>*>(user);
-  return cancel != nullptr && cancel->load() ? 1 : 0;
+static int OnProgress(void* user, curl_off_t dl_total, curl_off_t dl_now, curl_off_t ul_total, curl_off_t ul_now) {
+  auto* call = static_cast<HttpClient::Call*>(user);
+  const HttpClientOptions& o = *call->options;
+  if (o.on_progress && (!call->upload_file.empty() || !call->sink_file.empty())) {
+    const bool up = !call->upload_file.empty();
+    const int64_t base = up ? 0 : static_cast<int64_t>(call->resume_from);
+    o.on_progress(base + static_cast<int64_t>(up ? ul_now : dl_now), base + static_cast<int64_t>(up ? ul_total : dl_total));
+  }
+  return o.cancel != nullptr && o.cancel->load() ? 1 : 0;
 }
 
 StatusOr<HttpResponse> HttpClient::Perform(Call& call) {
@@ -229,7 +236,9 @@ StatusOr<HttpResponse> HttpClient::Perform(Call& call) {
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https,http");
   curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options_.connect_timeout_ms));
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.timeout_ms));
+  // A file transfer takes as long as its size needs: the stall limit below ends a dead one.
+  const bool transfer = !call.upload_file.empty() || !call.sink_file.empty();
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, transfer ? 0L : static_cast<long>(options_.timeout_ms));
   curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
   curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.low_speed_time_s));
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, OnHeader);
@@ -238,7 +247,8 @@ StatusOr<HttpResponse> HttpClient::Perform(Call& call) {
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &call);
   curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, OnProgress);
-  curl_easy_setopt(curl, CURLOPT_XFERINFODATA, options_.cancel);
+  call.options = &options_;
+  curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &call);
   if (!options_.pinned_cert_sha256.empty()) {
     // Our callback does the verification; curl's own chain and name checks would reject a
     // self-signed certificate that we pin on purpose.

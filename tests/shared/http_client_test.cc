@@ -129,6 +129,15 @@ class TestServer {
             return true;
           });
     });
+    // The blob in quarters, 400 ms apart: a transfer that outlasts a short request timeout.
+    server_->Get("/slowblob", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content_provider(blob.size(), "application/octet-stream",
+                               [this](size_t offset, size_t, httplib::DataSink& sink) {
+                                 std::this_thread::sleep_for(std::chrono::milliseconds(400));
+                                 sink.write(blob.data() + offset, std::min(blob.size() - offset, blob.size() / 4 + 1));
+                                 return true;
+                               });
+    });
     server_->Put("/upload", [this](const httplib::Request&, httplib::Response& res,
                                    const httplib::ContentReader& reader) {
       Sha256 h;
@@ -350,6 +359,29 @@ TEST_CASE("uploads stream a file from disk", "[http]") {
         StatusCode::kIoError);
   CHECK(client->Upload("PATCH", "/upload", dir / "up.bin").status().code() ==
         StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("file transfers report progress and last as long as they need", "[http]") {
+  TestServer server;
+  TempDir dir;
+  HttpClientOptions o = server.Options();
+  o.timeout_ms = 800;  // a request must answer within this; a transfer only keep moving
+  o.max_attempts = 1;
+  std::vector<std::pair<int64_t, int64_t>> seen;
+  o.on_progress = [&](int64_t done, int64_t total) { seen.emplace_back(done, total); };
+  auto client = server.Client(o);
+  CHECK(client->Get("/slow").status().code() == StatusCode::kDeadlineExceeded);  // 1.5 s: timed out
+  REQUIRE(client->Download("/slowblob", dir / "blob.bin", Sha256Hex(server.blob)).ok());  // 1.6 s
+  CHECK(testing::Slurp(dir / "blob.bin") == server.blob);
+  REQUIRE_FALSE(seen.empty());
+  CHECK(seen.back() == std::make_pair(static_cast<int64_t>(server.blob.size()), static_cast<int64_t>(server.blob.size())));
+  seen.clear();
+  const std::string data = Payload(3 << 20);
+  testing::Spit(dir / "up.bin", data);
+  REQUIRE(client->Upload("PUT", "/upload", dir / "up.bin").ok());
+  REQUIRE_FALSE(seen.empty());
+  CHECK(seen.back().second == static_cast<int64_t>(data.size()));
+  CHECK(seen.back().first == static_cast<int64_t>(data.size()));
 }
 
 TEST_CASE("cancellation stops waiting between retries", "[http]") {

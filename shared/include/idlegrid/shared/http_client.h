@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -29,7 +30,8 @@ struct HttpClientOptions {
   std::string ca_file;             // else trust certificates issued by these CAs
   std::string bearer_token;        // sent as "Authorization: Bearer ..." when set
   int64_t connect_timeout_ms = 10000;
-  int64_t timeout_ms = 120000;     // a whole request, transfers included (0: no limit)
+  int64_t timeout_ms = 120000;     // a whole request (0: no limit); file uploads and downloads
+                                   // are bounded by the stall limit instead
   int64_t low_speed_time_s = 60;   // abort a transfer slower than 1 byte/s for this long
   int max_attempts = 4;            // 1: no retries
   int64_t initial_backoff_ms = 250;
@@ -37,6 +39,9 @@ struct HttpClientOptions {
   uint64_t max_response_bytes = 64ull << 20;  // in-memory bodies; downloads go to disk
   // When set and true, waits and retries stop early with CANCELLED.
   const std::atomic<bool>* cancel = nullptr;
+  // Called (on the calling thread, often: throttle it) with bytes done and total (0 while
+  // unknown) during file uploads and downloads.
+  std::function<void(int64_t done, int64_t total)> on_progress;
 };
 
 struct HttpResponse {
