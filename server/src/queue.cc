@@ -13,6 +13,7 @@
 #include "idlegrid/models/strategy.h"
 #include "idlegrid/shared/log.h"
 #include "idlegrid/shared/tiff_io.h"
+#include "assimilator.h"
 #include "planner.h"
 #include "splitter.h"
 
@@ -834,38 +835,6 @@ Status Queue::RecordBlob(const BlobRef& blob) {
 
 // --- assimilation -------------------------------------------------------------------------
 
-namespace {
-
-struct FinishedUnit {
-  std::string unit_id, chain;
-  Json unit, outputs;
-};
-
-// The validation score of a finished chain: mean Dice of its last validated epoch
-// (segmentation; the refit epochs at a chain's end train on the validation strokes and
-// validate nothing), or else minus the last epoch's training loss (denoising, or nothing
-// held out).
-double ChainScore(const Json& metrics) {
-  if (!metrics.is_object() || !metrics.contains("history") || !metrics["history"].is_array() ||
-      metrics["history"].empty()) {
-    return -1e300;
-  }
-  const Json& history = metrics["history"];
-  for (auto e = history.rbegin(); e != history.rend(); ++e) {
-    if (e->is_object() && e->contains("mean_dice") && (*e)["mean_dice"].is_number() &&
-        (*e)["mean_dice"].get<double>() >= 0) {  // -1: not validated
-      return (*e)["mean_dice"].get<double>();
-    }
-  }
-  const Json& last = history.back();
-  if (last.is_object() && last.contains("train_loss") && last["train_loss"].is_number()) {
-    return -last["train_loss"].get<double>();
-  }
-  return -1e300;
-}
-
-}  // namespace
-
 Status Queue::AssimilatePending() {
   std::lock_guard<std::mutex> one(assimilate_mu_);
   for (int round = 0; round < 1000; ++round) {
@@ -896,116 +865,8 @@ Status Queue::AssimilatePending() {
       IDLEGRID_RETURN_IF_ERROR(u->status());
     }
     // 2. The work itself, without holding the database.
-    Json summary = Json::object();
-    std::vector<std::pair<std::string, std::string>> models;  // model sha -> config
-    std::vector<PlannedUnit> next_units;
-    std::string failure;
-    const Json& st = plan["stages"][stage];
+    const StageOutcome outcome = Assimilator(blobs_, options_).Assimilate(job_id, stage, plan, job_outputs, finished);
     const bool last_stage = stage + 1 >= static_cast<int64_t>(plan["stages"].size());
-    if (st["type"] == "train") {
-      Json ranking = Json::array();
-      std::map<std::string, const FinishedUnit*> last_of_chain;
-      for (const FinishedUnit& f : finished) last_of_chain[f.chain] = &f;  // ordered by seq
-      for (const Json& c : st["chains"]) {
-        const std::string chain = c["chain"];
-        const FinishedUnit* f = last_of_chain.count(chain) ? last_of_chain[chain] : nullptr;
-        if (f == nullptr || !f->outputs.contains("model") || !f->outputs.contains("metrics")) {
-          failure = "chain " + chain + " finished without a model";
-          break;
-        }
-        StatusOr<std::string> text = blobs_->Read(f->outputs["metrics"]["sha256"], kMaxMetricsBytes);
-        StatusOr<Json> metrics = text.ok() ? ParseJson(*text) : StatusOr<Json>(text.status());
-        const double score = metrics.ok() ? ChainScore(*metrics) : -1e300;
-        ranking.push_back({{"chain", chain}, {"name", c["config"]["name"]},
-                           {"architecture", c["config"]["architecture"]},
-                           {"score", std::isfinite(score) && score > -1e299 ? Json(score) : Json(nullptr)},
-                           {"model", f->outputs["model"]}, {"metrics", f->outputs["metrics"]}});
-        models.emplace_back(f->outputs["model"]["sha256"], c["config"].dump());
-        job_outputs["model-" + chain] = f->outputs["model"];
-      }
-      if (failure.empty()) {
-        std::stable_sort(ranking.begin(), ranking.end(), [](const Json& a, const Json& b) {
-          const double sa = a["score"].is_null() ? -1e300 : a["score"].get<double>();
-          const double sb = b["score"].is_null() ? -1e300 : b["score"].get<double>();
-          return sa > sb;
-        });
-        summary["ranking"] = ranking;
-        job_outputs["model"] = ranking[0]["model"];
-        job_outputs["metrics"] = ranking[0]["metrics"];
-        if (!last_stage) {
-          const Json& inf = plan["stages"][stage + 1];
-          Json best_config;
-          for (const Json& c : st["chains"]) {
-            if (c["chain"] == ranking[0]["chain"]) best_config = c["config"];
-          }
-          StatusOr<models::ModelConfig> config = models::ConfigFromJson(best_config);
-          StatusOr<BlobRef> model = BlobRef::FromJson(ranking[0]["model"]);
-          StatusOr<BlobRef> volume = BlobRef::FromJson(plan["job"]["inputs"][inf["volume"].get<std::string>()]);
-          const Json& sh = plan["shape"];
-          const VolumeShape shape{sh[0].get<int64_t>(), sh[1].get<int64_t>(), sh[2].get<int64_t>(), sh[3].get<int64_t>()};
-          StatusOr<std::vector<WorkUnit>> slabs =
-              config.ok() && model.ok() && volume.ok()
-                  ? SplitInfer(job_id, "s" + std::to_string(stage + 1), *config, *model, *volume, shape,
-                               inf["output"].get<std::string>(), options_)
-                  : StatusOr<std::vector<WorkUnit>>(InternalError("the plan is damaged"));
-          if (slabs.ok()) {
-            for (WorkUnit& u : *slabs) next_units.push_back(WithPrep("s" + std::to_string(stage + 1), std::move(u), ""));
-          } else {
-            failure = slabs.status().message();
-          }
-        }
-      }
-    } else {
-      // Stitch the slabs' core slices, in Z order, into one TIFF stack.
-      const std::string output = st["output"];
-      const std::string name = output == "denoised" ? "denoised" : "labels";
-      std::vector<std::string> names{name};
-      if (output == "probabilities") names.push_back("probabilities");
-      std::vector<FinishedUnit> slabs = finished;
-      std::sort(slabs.begin(), slabs.end(), [](const FinishedUnit& a, const FinishedUnit& b) {
-        return a.unit["slab"]["z_begin"].get<int64_t>() < b.unit["slab"]["z_begin"].get<int64_t>();
-      });
-      for (const std::string& n : names) {
-        const std::string tmp = blobs_->root() + "/tmp/stitch-" + job_id + "-" + n + ".tif";
-        Status s = [&]() -> Status {
-          std::unique_ptr<TiffWriter> writer;
-          int64_t total = 0;
-          std::vector<Volume> parts;
-          for (const FinishedUnit& f : slabs) {
-            IDLEGRID_ASSIGN_OR_RETURN(std::string path, blobs_->PathOf(f.outputs[n]["sha256"]));
-            IDLEGRID_ASSIGN_OR_RETURN(TiffInfo info, ProbeTiff(path));
-            total += info.shape.z;
-          }
-          for (const FinishedUnit& f : slabs) {
-            IDLEGRID_ASSIGN_OR_RETURN(std::string path, blobs_->PathOf(f.outputs[n]["sha256"]));
-            IDLEGRID_ASSIGN_OR_RETURN(Volume part, ReadTiff(path));
-            const int64_t want = f.unit["slab"]["z_end"].get<int64_t>() - f.unit["slab"]["z_begin"].get<int64_t>();
-            if (part.shape().z != want) {
-              return DataLossError("slab " + f.unit_id + " returned " + std::to_string(part.shape().z) +
-                                   " slices, not " + std::to_string(want));
-            }
-            if (!writer) {
-              VolumeShape shape = part.shape();
-              shape.z = total;
-              IDLEGRID_ASSIGN_OR_RETURN(writer, TiffWriter::Open(tmp, shape, part.dtype()));
-            }
-            IDLEGRID_RETURN_IF_ERROR(writer->Append(part));
-          }
-          if (!writer) return InternalError("no slabs");
-          IDLEGRID_RETURN_IF_ERROR(writer->Close());
-          IDLEGRID_ASSIGN_OR_RETURN(BlobRef ref, blobs_->PutFile(tmp));
-          std::remove(tmp.c_str());
-          job_outputs[n] = ref.ToJson();
-          return Status::Ok();
-        }();
-        if (!s.ok()) {
-          std::remove(tmp.c_str());
-          failure = "cannot stitch the slabs: " + s.message();
-          break;
-        }
-      }
-      summary["slabs"] = slabs.size();
-    }
     // 3. Record it, unless the job changed meanwhile (cancelled).
     std::lock_guard<std::mutex> lock(mu_);
     Txn txn(*db_);
@@ -1018,14 +879,14 @@ Status Queue::AssimilatePending() {
     Json all_summary = ParseStored(s->Text(2));
     s->Reset();
     if (!unchanged) continue;
-    if (!failure.empty()) {
-      IDLEGRID_RETURN_IF_ERROR(in.FailJob(job_id, failure));
+    if (!outcome.failure.empty()) {
+      IDLEGRID_RETURN_IF_ERROR(in.FailJob(job_id, outcome.failure));
       IDLEGRID_RETURN_IF_ERROR(txn.Commit());
       continue;
     }
     if (!all_summary.is_object()) all_summary = Json::object();
-    for (auto it = summary.begin(); it != summary.end(); ++it) all_summary[it.key()] = it.value();
-    for (const auto& [sha, config] : models) {
+    for (auto it = outcome.summary.begin(); it != outcome.summary.end(); ++it) all_summary[it.key()] = it.value();
+    for (const auto& [sha, config] : outcome.models) {
       IDLEGRID_ASSIGN_OR_RETURN(Stmt * m, db_->Prepare(
           "INSERT OR IGNORE INTO models(sha256, config, job_id) VALUES(?,?,?)"));
       IDLEGRID_RETURN_IF_ERROR(m->Bind(1, sha).Bind(2, config).Bind(3, job_id).Run());
@@ -1033,10 +894,10 @@ Status Queue::AssimilatePending() {
     IDLEGRID_ASSIGN_OR_RETURN(Stmt * j, db_->Prepare(
         "UPDATE jobs SET stage=?, state=?, outputs=?, summary=?, finished_at=? WHERE job_id=?"));
     j->Bind(1, last_stage ? stage : stage + 1).Bind(2, last_stage ? "done" : "running");
-    j->Bind(3, Dump(job_outputs)).Bind(4, Dump(all_summary));
+    j->Bind(3, Dump(outcome.job_outputs)).Bind(4, Dump(all_summary));
     if (last_stage) j->Bind(5, in.now); else j->BindNull(5);
     IDLEGRID_RETURN_IF_ERROR(j->Bind(6, job_id).Run());
-    for (const PlannedUnit& u : next_units) {
+    for (const PlannedUnit& u : outcome.next_units) {
       IDLEGRID_RETURN_IF_ERROR(in.InsertUnit(u, job_seq, static_cast<int>(stage + 1)));
     }
     IDLEGRID_RETURN_IF_ERROR(in.Event(last_stage ? "job_done" : "stage_done", job_id, "", "",

@@ -1,0 +1,66 @@
+// Assimilation (internal to server/): what a finished stage gives. A training stage's
+// chains are ranked by their validation (ChainScore) and give their models; the best one's
+// inference stage is split (its slabs cut on preparation). An inference stage's slabs are
+// checked and streamed in Z order into one TIFF blob, a slab at a time. Pure with respect
+// to the database: the queue reads the finished units, calls Assimilate outside its lock,
+// and records the Outcome only if the job has not changed meanwhile.
+//
+// Thread-safe: an Assimilator holds no state between calls.
+#ifndef IDLEGRID_SERVER_SRC_ASSIMILATOR_H_
+#define IDLEGRID_SERVER_SRC_ASSIMILATOR_H_
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "idlegrid/server/queue.h"
+#include "idlegrid/shared/blob_store.h"
+#include "idlegrid/shared/json.h"
+#include "planner.h"
+
+namespace idlegrid::server {
+
+// A unit of the finished stage, as stored: its WorkUnit JSON and its outputs.
+struct FinishedUnit {
+  std::string unit_id, chain;
+  Json unit, outputs;
+};
+
+// The validation score of a finished chain: mean Dice of its last validated epoch
+// (segmentation; the refit epochs at a chain's end train on the validation strokes and
+// validate nothing), or else minus the last epoch's training loss (denoising, or nothing
+// held out). -1e300 when there is none.
+double ChainScore(const Json& metrics);
+
+// What a stage gave: outputs to record, the summary's new fields, models trained (sha256 ->
+// configuration JSON), the next stage's units, or why the job fails.
+struct StageOutcome {
+  Json job_outputs = Json::object();
+  Json summary = Json::object();
+  std::vector<std::pair<std::string, std::string>> models;
+  std::vector<PlannedUnit> next_units;
+  std::string failure;
+};
+
+class Assimilator {
+ public:
+  Assimilator(const BlobStore* blobs, const QueueOptions& options) : blobs_(blobs), options_(options) {}
+
+  // `plan` is the job's stored plan, `job_outputs` its outputs so far, `finished` the
+  // stage's units in order.
+  StageOutcome Assimilate(const std::string& job_id, int64_t stage, const Json& plan, const Json& job_outputs,
+                          const std::vector<FinishedUnit>& finished) const;
+
+ private:
+  void RankChains(const std::string& job_id, int64_t stage, const Json& plan,
+                  const std::vector<FinishedUnit>& finished, StageOutcome* o) const;
+  void Stitch(const std::string& job_id, const Json& st, const std::vector<FinishedUnit>& finished,
+              StageOutcome* o) const;
+
+  const BlobStore* blobs_;
+  QueueOptions options_;
+};
+
+}  // namespace idlegrid::server
+
+#endif  // IDLEGRID_SERVER_SRC_ASSIMILATOR_H_
