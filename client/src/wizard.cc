@@ -122,11 +122,26 @@ StatusOr<BlobRef> Wizard::UploadLabels() {
   return api_->UploadFile(o_.session_dir + "/labels.tif");
 }
 
+// The strategy's fingerprint from a bounded sample of the image's slices (as the server
+// plans): the wizard never reads the whole volume for it.
 StatusOr<models::DataFingerprint> Wizard::Fingerprint(const Volume* labels) {
+  if (!stack_) return FailedPreconditionError("no volume is open");
   models::Resources r;
   r.threads = o_.local_threads;
-  IDLEGRID_ASSIGN_OR_RETURN(const Volume* image, Image());
-  return models::ComputeFingerprint(*image, labels, r);
+  IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<TiffStackReader> reader, TiffStackReader::Open(session_.image_path));
+  const TiffInfo info = reader->info();
+  models::FingerprintBuilder b(info.shape, info.dtype, models::SampleSlices(info.shape, info.dtype, models::kFingerprintSampleBytes));
+  const int64_t slice = std::max<int64_t>(1, info.shape.y * info.shape.x * info.shape.c *
+                                                 static_cast<int64_t>(DTypeSize(info.dtype)));
+  IDLEGRID_RETURN_IF_ERROR(b.AddSampledImage([&](int64_t z0, int64_t z1) { return reader->ReadSlices(z0, z1); },
+                                             std::max<int64_t>(1, (int64_t{64} << 20) / slice)));
+  if (labels != nullptr) {
+    if (labels->shape().z != info.shape.z || labels->shape().y != info.shape.y || labels->shape().x != info.shape.x) {
+      return InvalidArgumentError("labels " + labels->shape().ToString() + " do not match the image " + info.shape.ToString());
+    }
+    IDLEGRID_RETURN_IF_ERROR(b.AddLabels(*labels, 0));
+  }
+  return b.Finish(r, labels != nullptr);
 }
 
 void Wizard::CapForQuickLook(models::ModelConfig& c) const {

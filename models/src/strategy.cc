@@ -72,6 +72,18 @@ Status FingerprintBuilder::AddImage(const Volume& slices, int64_t z_begin) {
   return Status::Ok();
 }
 
+Status FingerprintBuilder::AddSampledImage(const std::function<StatusOr<Volume>(int64_t, int64_t)>& read,
+                                           int64_t max_slices) {
+  for (size_t i = 0; i < sampled_.size();) {
+    size_t j = i + 1;
+    while (j < sampled_.size() && sampled_[j] == sampled_[j - 1] + 1 && static_cast<int64_t>(j - i) < max_slices) ++j;
+    IDLEGRID_ASSIGN_OR_RETURN(Volume v, read(sampled_[i], sampled_[j - 1] + 1));
+    IDLEGRID_RETURN_IF_ERROR(AddImage(v, sampled_[i]));
+    i = j;
+  }
+  return Status::Ok();
+}
+
 Status FingerprintBuilder::NotFinite(int64_t element) {
   return InvalidArgumentError("the image contains NaN or infinite values (first at element " +
                               std::to_string(element) + ")");

@@ -61,18 +61,9 @@ StatusOr<models::DataFingerprint> FingerprintOfFiles(const std::string& image_pa
                                                      const models::Resources& resources) {
   IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<TiffStackReader> image, TiffStackReader::Open(image_path));
   const TiffInfo info = image->info();
-  // Sampled slices in order; consecutive ones are read together.
-  const std::vector<int64_t> sampled = models::SampleSlices(info.shape, info.dtype, kFingerprintSampleBytes);
-  models::FingerprintBuilder b(info.shape, info.dtype, sampled);
-  const int64_t step = SlicesPerRead(info);
-  for (size_t i = 0; i < sampled.size();) {
-    size_t j = i + 1;
-    while (j < sampled.size() && sampled[j] == sampled[j - 1] + 1 && static_cast<int64_t>(j - i) < step) ++j;
-    StatusOr<Volume> v = image->ReadSlices(sampled[i], sampled[j - 1] + 1);
-    if (!v.ok()) return v.status().WithContext("image");
-    IDLEGRID_RETURN_IF_ERROR(b.AddImage(*v, sampled[i]));
-    i = j;
-  }
+  models::FingerprintBuilder b(info.shape, info.dtype, models::SampleSlices(info.shape, info.dtype, models::kFingerprintSampleBytes));
+  Status read = b.AddSampledImage([&](int64_t z0, int64_t z1) { return image->ReadSlices(z0, z1); }, SlicesPerRead(info));
+  if (!read.ok()) return read.WithContext("image");
   if (!labels_path.empty()) {
     StatusOr<std::unique_ptr<TiffStackReader>> labels = TiffStackReader::Open(labels_path);
     if (!labels.ok()) return labels.status().WithContext("labels");

@@ -48,9 +48,6 @@ struct JobPlan {
   std::vector<PlannedUnit> units;
 };
 
-// Slices of the image read for the intensity fingerprint: all of a volume up to this size,
-// else an even spread of slices of this many bytes (models::SampleSlices).
-inline constexpr int64_t kFingerprintSampleBytes = int64_t{256} << 20;
 
 // The fingerprint of TIFF stacks on disk, read a range at a time. `labels_path` empty:
 // denoising. Errors name the input ("image", "labels") and the file's problem.

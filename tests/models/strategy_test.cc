@@ -24,6 +24,47 @@ TEST_CASE("the fingerprint measures intensities and labels", "[strategy]") {
   CHECK(fp.std > 0);
 }
 
+TEST_CASE("a fingerprint from a sample of slices reads only those, and close to the whole", "[strategy]") {
+  const MaterialsSample& s = SmallSample();  // 12 slices of 64 x 64, uint16
+  const DataFingerprint whole = ComputeFingerprint(s.image, &s.scribbles, {}).value();
+  CHECK(whole.labelled_z == std::vector<int64_t>{s.label_slice});
+  // Everything fits: every slice is sampled, and the numbers are ComputeFingerprint's.
+  const std::vector<int64_t> all = SampleSlices(s.image.shape(), s.image.dtype(), kFingerprintSampleBytes);
+  CHECK(all.size() == 12);
+  // Five slices' worth: 0, 2, 5, 8, 11 (ends included), read in runs no longer than asked.
+  const std::vector<int64_t> five = SampleSlices(s.image.shape(), s.image.dtype(), 5 * 64 * 64 * 2);
+  CHECK(five == std::vector<int64_t>{0, 2, 5, 8, 11});
+  for (const auto* sampled : {&all, &five}) {
+    FingerprintBuilder b(s.image.shape(), s.image.dtype(), *sampled);
+    std::vector<int64_t> read;
+    REQUIRE(b.AddSampledImage(
+                 [&](int64_t z0, int64_t z1) {
+                   for (int64_t z = z0; z < z1; ++z) read.push_back(z);
+                   return ExtractSlab(s.image, SlabRange{z0, z1, 0, 0});
+                 },
+                 4)
+                .ok());
+    CHECK(read == *sampled);
+    REQUIRE(b.AddLabels(s.scribbles, 0).ok());
+    const DataFingerprint fp = b.Finish({}, true).value();
+    CHECK(fp.labelled_per_class == whole.labelled_per_class);
+    CHECK(fp.labelled_z == whole.labelled_z);
+    if (sampled == &all) {
+      CHECK(fp.p005 == whole.p005);
+      CHECK(fp.p995 == whole.p995);
+      CHECK(fp.mean == whole.mean);
+    } else {
+      CHECK(fp.mean == Approx(whole.mean).epsilon(0.05));
+      CHECK(fp.std == Approx(whole.std).epsilon(0.1));
+    }
+  }
+  // Labels that end early or of another shape are named.
+  FingerprintBuilder b(s.image.shape(), s.image.dtype(), all);
+  REQUIRE(b.AddImage(s.image, 0).ok());
+  REQUIRE(b.AddLabels(ExtractSlab(s.scribbles, SlabRange{0, 5, 0, 0}).value(), 0).ok());
+  CHECK_THAT(b.Finish({}, true).status().message(), Catch::Contains("labels have 5 slices, the image 12"));
+}
+
 TEST_CASE("at least four valid candidates that differ in kind, 3D once labels lie on two slices", "[strategy]") {
   const MaterialsSample& s = SmallSample();
   DataFingerprint fp = ComputeFingerprint(s.image, &s.scribbles, {}).value();

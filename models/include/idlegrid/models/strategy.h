@@ -6,6 +6,7 @@
 #define IDLEGRID_MODELS_STRATEGY_H_
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "idlegrid/models/model_config.h"
@@ -47,6 +48,9 @@ class FingerprintBuilder {
   FingerprintBuilder(VolumeShape shape, DType dtype, std::vector<int64_t> sampled);
   // Slices [z_begin, z_begin + slices.z) of the image; those not sampled are skipped.
   Status AddImage(const Volume& slices, int64_t z_begin);
+  // Reads every sampled slice through `read(z_begin, z_end)`, consecutive ones together (at
+  // most `max_slices` a call), and adds them: a volume on disk, never whole in memory.
+  Status AddSampledImage(const std::function<StatusOr<Volume>(int64_t, int64_t)>& read, int64_t max_slices);
   // The next slices of the labels (z_begin continues where the last call ended).
   Status AddLabels(const Volume& slices, int64_t z_begin);
   // The same errors as ComputeFingerprint.
@@ -63,6 +67,10 @@ class FingerprintBuilder {
   std::vector<int64_t> labelled_z_;
   int64_t label_slices_ = 0;
 };
+
+// Bytes of image slices a fingerprint reads: all of a volume up to this size, else an even
+// spread of slices of this many bytes (SampleSlices).
+inline constexpr int64_t kFingerprintSampleBytes = int64_t{256} << 20;
 
 // The slices a fingerprint samples: every slice while they hold at most max_bytes, else an
 // even spread of as many as fit (the first and last included).
