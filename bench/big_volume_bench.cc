@@ -36,6 +36,15 @@ using bench::Must;
 using Clock = std::chrono::steady_clock;
 using testing::ChildProcess;
 
+// Child processes to kill if the benchmark stops early (std::exit runs no destructors).
+std::vector<pid_t>& Children() {
+  static std::vector<pid_t> pids;
+  return pids;
+}
+void KillChildren() {
+  for (pid_t pid : Children()) ::kill(pid, SIGKILL);
+}
+
 double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // Two phases with smooth boundaries plus noise: (sin x + sin y + sin z) > 0 is phase 2.
@@ -209,7 +218,9 @@ int Run(int argc, char** argv) {
               small.ToString().c_str(), Since(t_gen));
 
   const auto t0 = Clock::now();
+  std::atexit(KillChildren);
   ServerProc server = StartServer(bin, dir + "/server");
+  Children().push_back(server.child->pid());
   HttpClientOptions h;
   h.base_url = server.url;
   h.pinned_cert_sha256 = server.fingerprint;
@@ -238,6 +249,7 @@ int Run(int argc, char** argv) {
         "IDLEGRID_DATA_DIR=" + home + "/data", bin + "/idlegrid-node", "run",
         "--threads", "1", "--heartbeat", "1"}));
     sockets.push_back(home + "/cache/node.sock");
+    Children().push_back(nodes.back()->pid());
     nodes.back()->ReadLine(10000);
   }
 
@@ -294,6 +306,7 @@ int Run(int argc, char** argv) {
   for (auto& n : nodes) n->Wait(30000);
   server.child->Signal(SIGTERM);
   server.child->Wait(30000);
+  Children().clear();
   if (!keep) std::filesystem::remove_all(dir);
   std::printf("RESULT volume_gib=%.2f transfer_ratio=%.3f whole_volume_transfer_ratio=%.1f train_worker_peak_rss_mib=%.0f "
               "train_worker_peak_rss_small_mib=%.0f train_rss_ratio=%.3f infer_worker_peak_rss_mib=%.0f "

@@ -74,15 +74,15 @@ StatusOr<models::DataFingerprint> FingerprintOfFiles(const std::string& image_pa
 }
 
 StatusOr<BlobRef> CutRegion(const BlobStore& blobs, const BlobRef& source, const SliceRegion& region,
-                            bool deflate) {
+                            bool deflate, const std::atomic<bool>* cancel) {
   IDLEGRID_ASSIGN_OR_RETURN(std::string path, blobs.PathOf(source.sha256));
   const std::string tmp = blobs.TempPath("cut-" + RandomToken(8) + ".tif");
   TiffWriteOptions options;
   options.deflate = deflate;
-  Status st = CopyTiffSlices(path, region, tmp, options, kScanBytes);
+  Status st = CopyTiffSlices(path, region, tmp, options, kScanBytes, cancel);
   if (!st.ok()) {
     std::remove(tmp.c_str());
-    return st.WithContext("volume " + source.sha256.substr(0, 12));
+    return st.code() == StatusCode::kCancelled ? st : st.WithContext("volume " + source.sha256.substr(0, 12));
   }
   return blobs.PutTemporary(tmp);
 }

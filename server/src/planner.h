@@ -13,6 +13,7 @@
 #ifndef IDLEGRID_SERVER_SRC_PLANNER_H_
 #define IDLEGRID_SERVER_SRC_PLANNER_H_
 
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <string>
@@ -64,7 +65,7 @@ PlannedUnit WithPrep(std::string chain, WorkUnit u, std::string after);
 // slices of the same volume give the same bytes, hence the same blob. "labels" cuts are
 // Deflate-compressed (mostly zeros). Errors name the source blob.
 StatusOr<BlobRef> CutRegion(const BlobStore& blobs, const BlobRef& source, const SliceRegion& region,
-                            bool deflate);
+                            bool deflate, const std::atomic<bool>* cancel = nullptr);
 
 class Planner {
  public:

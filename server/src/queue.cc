@@ -719,6 +719,7 @@ Status Queue::PreparePending() {
           break;
         }
         StatusOr<BlobRef> cut = Cut(p.unit.inputs.at(name), *p.unit.region, name == "labels", &done);
+        if (cut.status().code() == StatusCode::kCancelled) return cut.status();  // stopping: redone at start
         if (!cut.ok()) {
           failure = "cannot cut input \"" + name + "\" of unit " + p.unit_id + ": " + cut.status().message();
           break;
@@ -771,7 +772,7 @@ StatusOr<BlobRef> Queue::Cut(const BlobRef& source, const SliceRegion& region, b
     }
     IDLEGRID_RETURN_IF_ERROR(s->status());
   }
-  IDLEGRID_ASSIGN_OR_RETURN(BlobRef ref, CutRegion(*blobs_, source, region, deflate));
+  IDLEGRID_ASSIGN_OR_RETURN(BlobRef ref, CutRegion(*blobs_, source, region, deflate, &stopping_));
   std::lock_guard<std::mutex> lock(mu_);
   StmtScope scope(*db_);
   IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db_->Prepare(

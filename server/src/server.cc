@@ -279,6 +279,7 @@ void Server::Stop() {
     if (s.stopping && !s.listener.joinable()) return;
     s.stopping = true;
   }
+  if (s.queue) s.queue->StopBackground();  // a long cut stops between chunks
   s.cv.notify_all();
   if (s.http) s.http->stop();
   if (s.listener.joinable()) s.listener.join();

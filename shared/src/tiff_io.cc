@@ -455,7 +455,7 @@ StatusOr<Volume> TiffStackReader::ReadSlices(int64_t z_begin, int64_t z_end) {
 }
 
 Status CopyTiffSlices(const std::string& src, const SliceRegion& region, const std::string& dst,
-                      const TiffWriteOptions& options, int64_t chunk_bytes) {
+                      const TiffWriteOptions& options, int64_t chunk_bytes, const std::atomic<bool>* cancel) {
   IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<TiffStackReader> reader, TiffStackReader::Open(src));
   const TiffInfo& info = reader->info();
   IDLEGRID_RETURN_IF_ERROR(region.Validate());
@@ -471,6 +471,7 @@ Status CopyTiffSlices(const std::string& src, const SliceRegion& region, const s
   const int64_t step = std::max<int64_t>(1, chunk_bytes / slice_bytes);
   for (const auto& [b, e] : region.runs) {
     for (int64_t z = b; z < e; z += step) {
+      if (cancel != nullptr && cancel->load()) return CancelledError("the copy of " + src + " was stopped");
       IDLEGRID_ASSIGN_OR_RETURN(Volume chunk, reader->ReadSlices(z, std::min(e, z + step)));
       IDLEGRID_RETURN_IF_ERROR(writer->Append(chunk));
     }

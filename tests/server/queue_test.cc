@@ -173,6 +173,20 @@ TEST_CASE("preparation and assimilation run in the background when a wakeup is s
   CHECK_THAT(failed["error"].get<std::string>(), Catch::Contains("cannot cut input \"image\""));
 }
 
+TEST_CASE("a server that stops leaves a cut for its next start, without failing the job", "[server][queue]") {
+  QueueFixture f;
+  f.queue->SetWakeup([] {});
+  auto node = f.Enroll();
+  const std::string job = f.SubmitTrain(TinyConfig("m", 1), 1, Ramp(6, 32, 32), LabelsOn(6, 2));
+  f.queue->StopBackground();
+  CHECK(f.queue->PreparePending().code() == StatusCode::kCancelled);
+  CHECK(JobView(f, job)["state"] == "queued");
+  CHECK(JobView(f, job)["units"][0]["state"] == "preparing");
+  f.Reopen();  // the next start
+  Must(f.queue->PreparePending());
+  CHECK(MustLease(*f.queue, node).env.unit.job_id == job);
+}
+
 TEST_CASE("a completion retried with the same outputs is accepted once, others are refused", "[server][queue]") {
   QueueFixture f;
   auto node = f.Enroll();

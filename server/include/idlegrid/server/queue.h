@@ -23,6 +23,7 @@
 #ifndef IDLEGRID_SERVER_QUEUE_H_
 #define IDLEGRID_SERVER_QUEUE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -116,6 +117,9 @@ class Queue {
   // job with units to prepare, a finished stage. Set once, before any request. Without
   // one (a queue used on its own, as in tests), that work runs on the calling thread.
   void SetWakeup(std::function<void()> wake) { wake_ = std::move(wake); }
+  // Makes a preparation in progress stop between chunks of its cut (the server is stopping):
+  // its units stay 'preparing' and are cut again at the next start.
+  void StopBackground() { stopping_ = true; }
   // Copies the write-ahead log into the database file from a second connection, so that
   // request threads never wait for it (the server's maintenance thread calls this).
   Status Checkpoint();
@@ -153,6 +157,7 @@ class Queue {
   std::mutex assimilate_mu_;  // one assimilation at a time (they are rare and may be long)
   std::mutex prepare_mu_;     // one preparation at a time
   std::function<void()> wake_;
+  std::atomic<bool> stopping_{false};
   Status Wake();
   StatusOr<BlobRef> Cut(const BlobRef& source, const SliceRegion& region, bool deflate,
                         std::map<std::string, BlobRef>* done);

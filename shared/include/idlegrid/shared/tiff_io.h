@@ -13,6 +13,7 @@
 #ifndef IDLEGRID_SHARED_TIFF_IO_H_
 #define IDLEGRID_SHARED_TIFF_IO_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -108,9 +109,11 @@ Status WriteTiff(const std::string& path, const Volume& volume,
                  const TiffWriteOptions& options = {});
 
 // Writes the slices of `region` (a region of src's depth) from the stack `src` into a new
-// stack at `dst`, in order, holding at most about `chunk_bytes` of pixels at a time.
+// stack at `dst`, in order, holding at most about `chunk_bytes` of pixels at a time. When
+// `cancel` becomes true the copy stops between chunks with CANCELLED (nothing is written).
 Status CopyTiffSlices(const std::string& src, const SliceRegion& region, const std::string& dst,
-                      const TiffWriteOptions& options = {}, int64_t chunk_bytes = int64_t{64} << 20);
+                      const TiffWriteOptions& options = {}, int64_t chunk_bytes = int64_t{64} << 20,
+                      const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace idlegrid
 
