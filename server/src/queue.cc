@@ -81,8 +81,6 @@ CREATE TABLE cuts(
 )sql",
 };
 
-constexpr int64_t kMaxMetricsBytes = 16 << 20;
-
 std::string Dump(const Json& j) { return j.dump(); }
 
 Json ParseStored(const std::string& text) {
