@@ -43,6 +43,7 @@ StatusOr<std::unique_ptr<LazyStack>> LazyStack::Open(const std::string& path, si
   s->path_ = path;
   s->shape_ = info->shape;
   s->dtype_ = info->dtype;
+  s->frames_ = info->frames;
   s->capacity_ = std::max<size_t>(1, cache_slices);
   return s;
 }
@@ -135,12 +136,27 @@ void BlendLabels(const Volume& labels, int64_t z, const std::vector<uint32_t>& c
   }
 }
 
-StatusOr<Volume> ExtractPlane(const Volume& v, Plane plane, int64_t index) {
+int64_t SeriesIndex::Global(int64_t t, int64_t z) const {
+  const int64_t d = std::max<int64_t>(depth(), 1);
+  return std::clamp<int64_t>(std::clamp<int64_t>(t, 0, std::max<int64_t>(frames, 1) - 1) * d + std::clamp<int64_t>(z, 0, d - 1),
+                             0, std::max<int64_t>(slices, 1) - 1);
+}
+
+std::string SeriesIndex::Describe(int64_t global) const {
+  const std::string slice = "lice " + std::to_string(Slice(global) + 1) + " of " + std::to_string(depth());
+  if (frames <= 1) return "S" + slice;
+  return "Time " + std::to_string(Time(global) + 1) + " of " + std::to_string(frames) + ", s" + slice;
+}
+
+StatusOr<Volume> ExtractPlane(const Volume& v, Plane plane, int64_t index, int64_t z_begin, int64_t z_end) {
   const VolumeShape& s = v.shape();
   if (s.c != 1) return InvalidArgumentError("planes of single-channel volumes only");
+  if (z_end < 0) z_end = s.z;
+  if (z_begin < 0 || z_begin >= z_end || z_end > s.z) return OutOfRangeError("slices outside the volume");
   const int64_t limit = plane == Plane::kXY ? s.z : plane == Plane::kXZ ? s.y : s.x;
   if (index < 0 || index >= limit) return OutOfRangeError("plane index " + std::to_string(index) + " is outside the volume");
-  VolumeShape out{1, plane == Plane::kXY ? s.y : s.z, plane == Plane::kYZ ? s.y : s.x, 1};
+  const int64_t zn = z_end - z_begin;
+  VolumeShape out{1, plane == Plane::kXY ? s.y : zn, plane == Plane::kYZ ? s.y : s.x, 1};
   IDLEGRID_ASSIGN_OR_RETURN(Volume p, Volume::CreateUninitialized(out, v.dtype()));
   const size_t elem = DTypeSize(v.dtype());
   const uint8_t* src = v.bytes();
@@ -150,15 +166,16 @@ StatusOr<Volume> ExtractPlane(const Volume& v, Plane plane, int64_t index) {
       std::memcpy(dst, v.slice_bytes_at(index), v.slice_bytes());
       break;
     case Plane::kXZ:  // row y=index of every slice
-      for (int64_t z = 0; z < s.z; ++z) {
-        std::memcpy(dst + static_cast<size_t>(z * s.x) * elem, src + static_cast<size_t>(v.Index(z, index, 0)) * elem,
+      for (int64_t z = 0; z < zn; ++z) {
+        std::memcpy(dst + static_cast<size_t>(z * s.x) * elem, src + static_cast<size_t>(v.Index(z_begin + z, index, 0)) * elem,
                     static_cast<size_t>(s.x) * elem);
       }
       break;
     case Plane::kYZ:  // column x=index of every slice
-      for (int64_t z = 0; z < s.z; ++z) {
+      for (int64_t z = 0; z < zn; ++z) {
         for (int64_t y = 0; y < s.y; ++y) {
-          std::memcpy(dst + static_cast<size_t>(z * s.y + y) * elem, src + static_cast<size_t>(v.Index(z, y, index)) * elem, elem);
+          std::memcpy(dst + static_cast<size_t>(z * s.y + y) * elem,
+                      src + static_cast<size_t>(v.Index(z_begin + z, y, index)) * elem, elem);
         }
       }
       break;

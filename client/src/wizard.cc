@@ -141,7 +141,9 @@ StatusOr<models::DataFingerprint> Wizard::Fingerprint(const Volume* labels) {
     }
     IDLEGRID_RETURN_IF_ERROR(b.AddLabels(*labels, 0));
   }
-  return b.Finish(r, labels != nullptr);
+  IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, b.Finish(r, labels != nullptr));
+  fp.frames = info.frames;  // a series: architectures for one time point's depth
+  return fp;
 }
 
 void Wizard::CapForQuickLook(models::ModelConfig& c) const {

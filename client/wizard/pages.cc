@@ -19,6 +19,11 @@ double NowSeconds() {
 }
 
 wxString U(const std::string& s) { return wxString::FromUTF8(s); }
+// "Slice 3 of 9" -> "slice 3 of 9", for the middle of a sentence.
+std::string LowerFirst(std::string s) {
+  if (!s.empty()) s[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(s[0])));
+  return s;
+}
 
 wxStaticText* Heading(wxWindow* parent, const wxString& text) {
   auto* t = new wxStaticText(parent, wxID_ANY, text);
@@ -124,12 +129,8 @@ PaintPage::PaintPage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent), fr
   canvas_ = new SliceCanvas(this, wxSize(480, 420));
   canvas_->painting = true;
   left->Add(canvas_, 1, wxEXPAND | wxLEFT | wxRIGHT, 8);
-  auto* zrow = new wxBoxSizer(wxHORIZONTAL);
-  z_slider_ = new wxSlider(this, wxID_ANY, 0, 0, 1);
-  z_text_ = new wxStaticText(this, wxID_ANY, "Slice 1 of 1", wxDefaultPosition, wxSize(130, -1));
-  zrow->Add(z_slider_, 1, wxEXPAND);
-  zrow->Add(z_text_, 0, wxALIGN_CENTER_VERTICAL | wxLEFT, 8);
-  left->Add(zrow, 0, wxEXPAND | wxALL, 8);
+  picker_ = new SlicePicker(this);
+  left->Add(picker_, 0, wxEXPAND | wxALL, 8);
   top->Add(left, 1, wxEXPAND);
 
   auto* side = new wxBoxSizer(wxVERTICAL);
@@ -196,7 +197,7 @@ PaintPage::PaintPage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent), fr
     Status st = ApplyStroke(path);
     if (!st.ok()) frame_->Say(U(st.message()));
   };
-  z_slider_->Bind(wxEVT_SLIDER, [this](wxCommandEvent&) { ShowSlice(z_slider_->GetValue()); });
+  picker_->on_change = [this](int64_t z) { ShowSlice(z); };
   auto contrast = [this](wxCommandEvent&) {
     const double span = range_.hi - range_.lo;
     const double level = range_.lo + span * level_->GetValue() / 1000.0, width = span * width_->GetValue() / 1000.0;
@@ -263,8 +264,7 @@ PaintPage::PaintPage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent), fr
 void PaintPage::Load() {
   Wizard* w = frame_->wizard();
   const VolumeShape& s = w->stack().shape();
-  z_slider_->SetRange(0, static_cast<int>(std::max<int64_t>(1, s.z - 1)));
-  z_slider_->Enable(s.z > 1);
+  picker_->SetSeries({s.z, w->stack().frames()});
   predictions_.clear();
   z_ = -1;
   ShowSlice(std::clamp<int64_t>(w->session().slice > 0 ? w->session().slice : s.z / 2, 0, s.z - 1));
@@ -306,8 +306,7 @@ void PaintPage::ShowSlice(int64_t z) {
   slice_ = *slice;
   z_ = z;
   w->session().slice = z;
-  z_slider_->SetValue(static_cast<int>(z));
-  z_text_->SetLabel(wxString::Format("Slice %lld of %lld", static_cast<long long>(z + 1), static_cast<long long>(w->stack().shape().z)));
+  picker_->SetGlobal(z);
   ShowPicture();
   if (correcting_ && Prediction(z) == nullptr) RequestPrediction();
 }
@@ -553,16 +552,11 @@ ComparePage::ComparePage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent)
   s->Add(Heading(this, "Compare the candidates on the same slice and pick the best"), 0, wxALL, 8);
   grid_ = new wxGridSizer(2, 6, 6);
   s->Add(grid_, 1, wxEXPAND | wxLEFT | wxRIGHT, 8);
-  auto* zrow = new wxBoxSizer(wxHORIZONTAL);
-  z_slider_ = new wxSlider(this, wxID_ANY, 0, 0, 1);
-  z_text_ = new wxStaticText(this, wxID_ANY, "", wxDefaultPosition, wxSize(130, -1));
-  zrow->Add(z_slider_, 1, wxEXPAND);
-  zrow->Add(z_text_, 0, wxALIGN_CENTER_VERTICAL | wxLEFT, 8);
-  s->Add(zrow, 0, wxEXPAND | wxALL, 8);
+  // The sliders ask for predictions when released, not at every step they pass.
+  picker_ = new SlicePicker(this, /*on_release_only=*/true);
+  s->Add(picker_, 0, wxEXPAND | wxALL, 8);
   SetSizer(s);
-  // The slider asks for predictions when released, not at every step it passes.
-  z_slider_->Bind(wxEVT_SCROLL_CHANGED, [this](wxScrollEvent&) { ShowSlice(z_slider_->GetValue()); });
-  z_slider_->Bind(wxEVT_SCROLL_THUMBRELEASE, [this](wxScrollEvent&) { ShowSlice(z_slider_->GetValue()); });
+  picker_->on_change = [this](int64_t z) { ShowSlice(z); };
 }
 
 void ComparePage::Load(std::vector<Candidate> candidates) {
@@ -594,8 +588,7 @@ void ComparePage::Load(std::vector<Candidate> candidates) {
     choose_.push_back(b);
   }
   if (Wizard* w = frame_->wizard(); w != nullptr && w->is_open()) {
-    z_slider_->SetRange(0, static_cast<int>(std::max<int64_t>(1, w->stack().shape().z - 1)));
-    z_slider_->Enable(w->stack().shape().z > 1);
+    picker_->SetSeries({w->stack().shape().z, w->stack().frames()});
   }
   Layout();
 }
@@ -604,14 +597,13 @@ void ComparePage::ShowSlice(int64_t z) {
   Wizard* w = frame_->wizard();
   if (w == nullptr || !w->is_open() || candidates_.empty()) return;
   z_ = std::clamp<int64_t>(z, 0, w->stack().shape().z - 1);
-  z_slider_->SetValue(static_cast<int>(z_));
-  z_text_->SetLabel(wxString::Format("Slice %lld of %lld", static_cast<long long>(z_ + 1), static_cast<long long>(w->stack().shape().z)));
+  picker_->SetGlobal(z_);
   if (fetching_ || shown_z_ == z_) return;
   std::vector<BlobRef> models;
   for (const Candidate& c : candidates_) models.push_back(c.model);
   auto result = std::make_shared<std::vector<Volume>>();
   const int64_t at = z_;
-  frame_->Say(wxString::Format("Each candidate segments slice %lld...", static_cast<long long>(at + 1)));
+  frame_->Say(U("Each candidate segments " + LowerFirst(picker_->series().Describe(at)) + "..."));
   fetching_ = frame_->RunTask(
       "",  // the status bar already says what is being predicted
       [w, models, at, result] {
@@ -666,11 +658,12 @@ ApplyPage::ApplyPage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent), fr
   xy_ = new SliceCanvas(this, wxSize(220, 220));
   xz_ = new SliceCanvas(this, wxSize(220, 220));
   yz_ = new SliceCanvas(this, wxSize(220, 220));
-  z_ = new wxSlider(this, wxID_ANY, 0, 0, 1);
+  z_ = new SlicePicker(this);
   y_ = new wxSlider(this, wxID_ANY, 0, 0, 1);
   x_ = new wxSlider(this, wxID_ANY, 0, 0, 1);
   for (SliceCanvas* c : {xy_, xz_, yz_}) views->Add(c, 1, wxEXPAND);
-  for (wxSlider* sl : {z_, y_, x_}) views->Add(sl, 0, wxEXPAND);
+  views->Add(z_, 0, wxEXPAND);
+  for (wxSlider* sl : {y_, x_}) views->Add(sl, 0, wxEXPAND | wxALIGN_TOP);
   s->Add(views, 1, wxEXPAND | wxALL, 8);
   auto* brow = new wxBoxSizer(wxHORIZONTAL);
   export_labels_ = new wxButton(this, wxID_ANY, "Export labels (TIFF)...");
@@ -683,7 +676,8 @@ ApplyPage::ApplyPage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent), fr
   SetSizer(s);
   export_labels_->Enable(false);
   export_model_->Enable(false);
-  for (wxSlider* sl : {z_, y_, x_}) sl->Bind(wxEVT_SLIDER, [this](wxCommandEvent&) { Draw(); });
+  for (wxSlider* sl : {y_, x_}) sl->Bind(wxEVT_SLIDER, [this](wxCommandEvent&) { Draw(); });
+  z_->on_change = [this](int64_t) { Draw(); };
   back->Bind(wxEVT_BUTTON, [this](wxCommandEvent&) { frame_->GoPaint(); });
   auto save = [this](bool labels) {
     Wizard* w = frame_->wizard();
@@ -721,15 +715,19 @@ Status ApplyPage::Load(const std::string& labels_tif) {
   IDLEGRID_ASSIGN_OR_RETURN(labels_, ReadTiff(labels_tif));
   const VolumeShape& s = labels_.shape();
   colours_ = ColoursOf(frame_->wizard()->annotation());
-  for (auto [slider, n] : {std::pair{z_, s.z}, std::pair{y_, s.y}, std::pair{x_, s.x}}) {
+  for (auto [slider, n] : {std::pair{y_, s.y}, std::pair{x_, s.x}}) {
     slider->SetRange(0, static_cast<int>(std::max<int64_t>(1, n - 1)));
     slider->Enable(n > 1);
   }
-  z_->SetValue(static_cast<int>(s.z / 2));
+  const SeriesIndex series{s.z, frame_->wizard()->stack().frames()};
+  z_->SetSeries(series);
+  z_->SetGlobal(series.Global(0, series.depth() / 2));
   y_->SetValue(static_cast<int>(s.y / 2));
   x_->SetValue(static_cast<int>(s.x / 2));
   gauge_->SetValue(1000);
-  status_->SetLabel(U("Done: " + std::to_string(s.z) + " slices segmented. Left: slice (XY); middle: XZ; right: YZ."));
+  status_->SetLabel(U("Done: " + std::to_string(s.z) + " slices segmented" +
+                      (series.frames > 1 ? " (" + std::to_string(series.frames) + " time points)" : "") +
+                      ". Left: slice (XY); middle: XZ; right: YZ."));
   export_labels_->Enable(true);
   export_model_->Enable(true);
   Draw();
@@ -742,8 +740,11 @@ void ApplyPage::Draw() {
   StatusOr<const Volume*> image = w->Image();  // loaded before the result came
   if (!image.ok()) return frame_->Fail("Cannot read the volume", image.status());
   const VolumeShape& ls = labels_.shape();
-  const int64_t z = std::min<int64_t>(z_->GetValue(), ls.z - 1), y = std::min<int64_t>(y_->GetValue(), ls.y - 1),
+  const int64_t z = std::min<int64_t>(z_->global(), ls.z - 1), y = std::min<int64_t>(y_->GetValue(), ls.y - 1),
                 x = std::min<int64_t>(x_->GetValue(), ls.x - 1);
+  // XZ and YZ through the shown time point only.
+  const SeriesIndex& series = z_->series();
+  const int64_t first = z - series.Slice(z), in_frame = series.Slice(z);
   if ((*image)->shape().z != ls.z || (*image)->shape().y != ls.y || (*image)->shape().x != ls.x) {
     return frame_->Fail("Cannot show the result", DataLossError("the segmentation does not fit the volume"));
   }
@@ -753,15 +754,15 @@ void ApplyPage::Draw() {
     int64_t index, cx, cy;
     const char* name;
   };
-  for (const View& v : {View{xy_, Plane::kXY, z, x, y, "XY, slice"}, View{xz_, Plane::kXZ, y, x, z, "XZ, row"},
-                        View{yz_, Plane::kYZ, x, y, z, "YZ, column"}}) {
-    StatusOr<Volume> gray = ExtractPlane(**image, v.plane, v.index);
-    StatusOr<Volume> lab = ExtractPlane(labels_, v.plane, v.index);
+  for (const View& v : {View{xy_, Plane::kXY, z, x, y, "XY, slice"}, View{xz_, Plane::kXZ, y, x, in_frame, "XZ, row"},
+                        View{yz_, Plane::kYZ, x, y, in_frame, "YZ, column"}}) {
+    StatusOr<Volume> gray = ExtractPlane(**image, v.plane, v.index, first, first + series.depth());
+    StatusOr<Volume> lab = ExtractPlane(labels_, v.plane, v.index, first, first + series.depth());
     if (!gray.ok() || !lab.ok()) continue;
     auto keep = std::make_shared<Volume>(std::move(*lab));
     v.canvas->SetLayers({{keep.get(), 0, colours_, kLabelAlpha}});
     v.canvas->SetPicture(gray->shape().x, gray->shape().y, RenderGray(*gray, 0, AutoWindow(*gray)));
-    v.canvas->SetCaption(wxString::Format("%s %lld", v.name, static_cast<long long>(v.index + 1)));
+    v.canvas->SetCaption(wxString::Format("%s %lld", v.name, static_cast<long long>((v.plane == Plane::kXY ? in_frame : v.index) + 1)));
     v.canvas->SetCrosshair(v.cx, v.cy);
     plane_keep_[v.plane == Plane::kXY ? 0 : v.plane == Plane::kXZ ? 1 : 2] = keep;
   }
@@ -791,7 +792,7 @@ DenoisePage::DenoisePage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent)
   views->Add(before_, 1, wxEXPAND | wxRIGHT, 6);
   views->Add(after_, 1, wxEXPAND);
   s->Add(views, 1, wxEXPAND | wxALL, 8);
-  z_ = new wxSlider(this, wxID_ANY, 0, 0, 1);
+  z_ = new SlicePicker(this);
   s->Add(z_, 0, wxEXPAND | wxLEFT | wxRIGHT, 8);
   auto* brow = new wxBoxSizer(wxHORIZONTAL);
   save_ = new wxButton(this, wxID_ANY, "Save the denoised volume...");
@@ -801,7 +802,7 @@ DenoisePage::DenoisePage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent)
   s->Add(brow, 0, wxALL, 8);
   SetSizer(s);
   save_->Enable(false);
-  z_->Bind(wxEVT_SLIDER, [this](wxCommandEvent&) { Draw(); });
+  z_->on_change = [this](int64_t) { Draw(); };
   back->Bind(wxEVT_BUTTON, [this](wxCommandEvent&) { frame_->GoPaint(); });
   for (SliceCanvas* c : {before_, after_}) {
     c->on_view = [this](SliceCanvas* from) {
@@ -833,9 +834,9 @@ void DenoisePage::ShowStatus(const Json& job) {
 Status DenoisePage::Load(const std::string& denoised_tif) {
   IDLEGRID_ASSIGN_OR_RETURN(denoised_, ReadTiff(denoised_tif));
   path_ = denoised_tif;
-  z_->SetRange(0, static_cast<int>(std::max<int64_t>(1, denoised_.shape().z - 1)));
-  z_->Enable(denoised_.shape().z > 1);
-  z_->SetValue(static_cast<int>(denoised_.shape().z / 2));
+  const SeriesIndex series{denoised_.shape().z, frame_->wizard()->stack().frames()};
+  z_->SetSeries(series);
+  z_->SetGlobal(series.Global(0, series.depth() / 2));
   gauge_->SetValue(1000);
   status_->SetLabel("Done. Left: as acquired; right: denoised (same contrast).");
   save_->Enable(true);
@@ -846,7 +847,7 @@ Status DenoisePage::Load(const std::string& denoised_tif) {
 void DenoisePage::Draw() {
   Wizard* w = frame_->wizard();
   if (denoised_.empty() || w == nullptr || !w->is_open()) return;
-  const int64_t z = std::min<int64_t>(z_->GetValue(), denoised_.shape().z - 1);
+  const int64_t z = std::min<int64_t>(z_->global(), denoised_.shape().z - 1);
   StatusOr<std::shared_ptr<const Volume>> before = w->stack().Slice(z);
   if (!before.ok()) return frame_->Fail("Cannot read this slice", before.status());
   const Window win = AutoWindow(**before);
@@ -856,7 +857,7 @@ void DenoisePage::Draw() {
   }
   before_->SetPicture(s.x, s.y, RenderGray(**before, 0, win));
   after_->SetPicture(s.x, s.y, RenderGray(denoised_, z, win));
-  before_->SetCaption(wxString::Format("Before - slice %lld", static_cast<long long>(z + 1)));
+  before_->SetCaption(U("Before - " + LowerFirst(z_->series().Describe(z))));
   after_->SetCaption("After (denoised)");
 }
 

@@ -15,6 +15,7 @@
 
 #include "canvas.h"
 #include "gui.h"
+#include "slice_picker.h"
 #include "idlegrid/client/script.h"
 #include "idlegrid/client/slice_view.h"
 #include "idlegrid/client/wizard.h"
@@ -74,8 +75,9 @@ class PaintPage : public wxPanel {
 
   WizardFrame* frame_;
   SliceCanvas* canvas_;
-  wxSlider *z_slider_, *level_, *width_, *radius_;
-  wxStaticText *z_text_, *counter_, *advice_, *title_;
+  SlicePicker* picker_;
+  wxSlider *level_, *width_, *radius_;
+  wxStaticText *counter_, *advice_, *title_;
   wxGauge* goal_;
   wxListBox* classes_;
   wxRadioBox* tool_;
@@ -121,8 +123,7 @@ class ComparePage : public wxPanel {
   std::vector<SliceCanvas*> canvases_;
   std::vector<wxButton*> choose_;
   wxGridSizer* grid_;
-  wxSlider* z_slider_;
-  wxStaticText* z_text_;
+  SlicePicker* picker_;
   int64_t z_ = 0, shown_z_ = -1;
   bool fetching_ = false;
   std::shared_ptr<const Volume> slice_;
@@ -146,7 +147,8 @@ class ApplyPage : public wxPanel {
   wxStaticText* status_;
   wxGauge* gauge_;
   SliceCanvas *xy_, *xz_, *yz_;
-  wxSlider *z_, *y_, *x_;
+  SlicePicker* z_;
+  wxSlider *y_, *x_;
   wxButton *export_labels_, *export_model_;
   Volume labels_;
   std::vector<uint32_t> colours_;
@@ -167,7 +169,7 @@ class DenoisePage : public wxPanel {
   wxStaticText* status_;
   wxGauge* gauge_;
   SliceCanvas *before_, *after_;
-  wxSlider* z_;
+  SlicePicker* z_;
   wxButton* save_;
   Volume denoised_;
   std::string path_;

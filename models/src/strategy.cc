@@ -186,18 +186,23 @@ StatusOr<DataFingerprint> ComputeFingerprint(const Volume& image, const Volume* 
 }
 
 SliceRegion TrainingRegion(const ModelConfig& config, const DataFingerprint& fp) {
-  const int64_t depth = fp.shape.z;
-  if (config.task == Task::kSegment) return SliceRegion::Around(fp.labelled_z, config.InferenceHalo(), depth);
+  const int64_t depth = fp.shape.z, frames = std::max<int64_t>(fp.frames, 1);
+  if (config.task == Task::kSegment) {
+    return SliceRegion::Around(fp.labelled_z, config.InferenceHalo(), depth, frames);
+  }
   // Denoising learns from any slice: an evenly spread sample of whole slices, bounded.
   const int64_t plane = std::max<int64_t>(1, fp.shape.y * fp.shape.x * fp.shape.c);
   const int64_t n = std::clamp<int64_t>(kDenoiseSampleVoxels / plane, 1, depth);
-  if (IsThreeD(config.architecture)) {  // a 3D patch needs consecutive slices
-    const int64_t m = std::max(n, std::min(depth, config.patch_z));
-    return SliceRegion::Range(depth, (depth - m) / 2, (depth - m) / 2 + m);
+  if (IsThreeD(config.architecture)) {  // a 3D patch needs consecutive slices of one time point
+    const int64_t f = fp.FrameDepth(), first = frames / 2 * f;
+    const int64_t m = std::min(f, std::max(n, config.patch_z));
+    SliceRegion r = SliceRegion::Range(depth, first + (f - m) / 2, first + (f - m) / 2 + m);
+    r.frames = frames;
+    return r;
   }
   std::vector<int64_t> slices;
   for (int64_t i = 0; i < n; ++i) slices.push_back(n == 1 ? depth / 2 : i * (depth - 1) / (n - 1));
-  return SliceRegion::Around(slices, 0, depth);
+  return SliceRegion::Around(slices, 0, depth, frames);
 }
 
 // The shared part of every configuration. Rules (numbers from bench/segment_textures, 2
@@ -300,10 +305,11 @@ std::vector<ModelConfig> PlanCandidates(const DataFingerprint& fp) {
   out.push_back(u2);
 
   // 2.5D: two neighbours on each side when the stack is deep enough.
-  if (fp.shape.z >= 3) {
+  const int64_t depth = fp.FrameDepth();  // one time point's slices
+  if (depth >= 3) {
     ModelConfig u25 = base;
     u25.architecture = "unet25d";
-    u25.context_slices = fp.shape.z >= 5 ? 2 : 1;
+    u25.context_slices = depth >= 5 ? 2 : 1;
     u25.name = "unet25d-k" + std::to_string(u25.context_slices);
     out.push_back(u25);
   }
@@ -326,16 +332,25 @@ std::vector<ModelConfig> PlanCandidates(const DataFingerprint& fp) {
   // 0.942 / 0.926. The 3D U-Net is also the slowest to train and to apply (scripts/demo:
   // 326 s with it, 201 s without). With labels on two or more slices it is planned as
   // before (unmeasured there: the bundled sample paints one slice).
-  if (fp.shape.z >= 8 && fp.labelled_slices >= 2) {
+  // Labels on the same slice of two time points teach nothing about depth: count the
+  // slices of a time point that hold labels.
+  int64_t labelled_depths = fp.labelled_slices;
+  if (fp.frames > 1) {
+    std::vector<int64_t> in_frame;
+    for (int64_t z : fp.labelled_z) in_frame.push_back(z % depth);
+    std::sort(in_frame.begin(), in_frame.end());
+    labelled_depths = std::unique(in_frame.begin(), in_frame.end()) - in_frame.begin();
+  }
+  if (depth >= 8 && labelled_depths >= 2) {
     ModelConfig u3 = base;
     u3.architecture = "unet3d";
     u3.depth = std::min<int64_t>(3, base.depth);
     const int64_t m = int64_t{1} << u3.depth;
-    u3.patch_z = FloorMultiple(std::min<int64_t>(16, fp.shape.z), m);
+    u3.patch_z = FloorMultiple(std::min<int64_t>(16, depth), m);
     u3.patch_y = u3.patch_x = FloorMultiple(std::min<int64_t>(base.patch_y, fp.resources.gpu ? 128 : 64), m);
     u3.batch_size = fp.resources.gpu ? 4 : 2;
     u3.name = "unet3d";
-    if (u3.patch_z <= fp.shape.z) out.push_back(u3);
+    if (u3.patch_z <= depth) out.push_back(u3);
   }
 
   ModelConfig dil = base;

@@ -48,9 +48,9 @@ Status CheckRegion(const ModelConfig& config, const SliceRegion& region, const V
   for (int64_t z = 0; z < labels->shape().z; ++z) {
     const uint8_t* l = labels->slice_bytes_at(z);
     if (std::all_of(l, l + plane, [](uint8_t v) { return v == 0; })) continue;
-    const int64_t g = region.Global(z);
-    for (int64_t dz = -halo; dz <= halo; ++dz) {
-      const int64_t need = std::clamp<int64_t>(g + dz, 0, region.depth - 1);
+    const int64_t g = region.Global(z), lo = region.FrameStart(g);
+    for (int64_t dz = -halo; dz <= halo; ++dz) {  // clamped to its time point, as inference is
+      const int64_t need = std::clamp<int64_t>(g + dz, lo, lo + region.FrameDepth() - 1);
       if (region.Local(need) < 0) {
         return InvalidArgumentError("the training region lacks slice " + std::to_string(need) +
                                     ", which labelled slice " + std::to_string(g) + " needs (" +
@@ -92,7 +92,10 @@ struct Trainer::Impl {
   std::vector<int64_t> global_z;
 
   int64_t Z() const { return image.size(0); }  // local slices
-  int64_t D() const { return region.depth; }   // the whole volume's depth
+  // A time series' time points are volumes of their own (SliceRegion::frames): F() slices
+  // from FrameStart(g). Context is clamped to the time point as to a volume's ends.
+  int64_t F() const { return region.FrameDepth(); }
+  int64_t FrameStart(int64_t g) const { return region.FrameStart(g); }
   int64_t Y() const { return image.size(2); }
   int64_t X() const { return image.size(3); }
 
@@ -101,17 +104,23 @@ struct Trainer::Impl {
   // The local slice `dz` slices from local slice z, clamped to the volume as inference
   // does. A denoiser's sample of slices may lack it: then the nearest held slice.
   int64_t Plane(int64_t z, int64_t dz) const {
-    const int64_t l = region.Local(std::clamp<int64_t>(global_z[static_cast<size_t>(z)] + dz, 0, D() - 1));
+    const int64_t g = global_z[static_cast<size_t>(z)], lo = FrameStart(g);
+    const int64_t l = region.Local(std::clamp<int64_t>(g + dz, lo, lo + F() - 1));
     return l >= 0 ? l : std::clamp<int64_t>(z + dz, 0, Z() - 1);
   }
-  // The run [first, end) of local slices that holds local slice z, and its first global slice.
+  // The run [first, end) of local slices that holds local slice z, within z's time point,
+  // and its first global slice.
   struct Run {
     int64_t first, end, global_first;
   };
   Run RunOf(int64_t z) const {
     int64_t first = 0;
     for (const auto& [b, e] : region.runs) {
-      if (z < first + (e - b)) return {first, first + (e - b), b};
+      if (z < first + (e - b)) {
+        const int64_t lo = FrameStart(b + (z - first)), hi = lo + F();
+        const int64_t gb = std::max(b, lo), ge = std::min(e, hi);
+        return {first + (gb - b), first + (ge - b), gb};
+      }
       first += e - b;
     }
     return {0, Z(), 0};
@@ -156,7 +165,10 @@ Status Trainer::Impl::SplitStrokes(const torch::Tensor& labels) {
           for (int64_t dx = -1; dx <= 1; ++dx) {
             int64_t zz = z + dz, yy = y + dy, xx = x + dx;
             if (zz < 0 || yy < 0 || xx < 0 || zz >= zn || yy >= yn || xx >= xn) continue;
-            if (dz != 0 && global_z[static_cast<size_t>(zz)] != global_z[static_cast<size_t>(z)] + dz) continue;
+            if (dz != 0 && (global_z[static_cast<size_t>(zz)] != global_z[static_cast<size_t>(z)] + dz ||
+                            FrameStart(global_z[static_cast<size_t>(zz)]) != FrameStart(global_z[static_cast<size_t>(z)]))) {
+              continue;  // not adjacent in the volume, or another time point
+            }
             int64_t u = (zz * yn + yy) * xn + xx;
             if (l[u] != cls || seen.count(u)) continue;
             seen[u] = true;
@@ -278,7 +290,8 @@ void Trainer::Impl::SampleBatch(torch::Tensor* batch, torch::Tensor* target) {
       y0 = (v / X()) % Y() - offset(py);
       x0 = v % X() - offset(px);
       if (three_d) {  // placed in the whole volume, then found in the region
-        const int64_t g = std::clamp<int64_t>(global_z[static_cast<size_t>(z)] - offset(pz), 0, D() - pz);
+        const int64_t gz = global_z[static_cast<size_t>(z)], lo = FrameStart(gz);
+        const int64_t g = std::clamp<int64_t>(gz - offset(pz), lo, lo + F() - pz);
         z0 = region.Local(g);
       }
     } else {
@@ -336,9 +349,11 @@ std::optional<EpochMetrics> Trainer::Impl::Validate(const std::function<bool()>&
     po.wanted = mask;  // only the tiles over held-out strokes
     // Validation of a large slice takes many seconds on a CPU: a stop must not wait for it.
     if (should_stop) po.on_tile = [&](int64_t, int64_t) { return !should_stop(); };
-    const int64_t g = run.global_first + (z_begin - run.first);
-    torch::Tensor probs = PredictSlices(net, config, image.slice(0, run.first, run.end), run.global_first, g,
-                                        g + (z_end - z_begin), D(), po);
+    // In the coordinates of the run's time point, a volume of F() slices.
+    const int64_t lo = FrameStart(run.global_first);
+    const int64_t g = run.global_first + (z_begin - run.first) - lo;
+    torch::Tensor probs = PredictSlices(net, config, image.slice(0, run.first, run.end), run.global_first - lo, g,
+                                        g + (z_end - z_begin), F(), po);
     if (!probs.defined()) return false;
     torch::Tensor pred = probs.argmax(1) + 1;  // [z, Y, X]
     torch::Tensor p = pred.masked_select(mask), t = truth.masked_select(mask);
@@ -402,7 +417,8 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const ModelConfig& config, co
   const VolumeShape& s = image.shape();
   const SliceRegion region = options.region.runs.empty() ? SliceRegion::Whole(s.z) : options.region;
   IDLEGRID_RETURN_IF_ERROR(CheckRegion(config, region, image, labels));
-  if (config.patch_y > s.y || config.patch_x > s.x || (IsThreeD(config.architecture) && config.patch_z > region.depth)) {
+  if (config.patch_y > s.y || config.patch_x > s.x ||
+      (IsThreeD(config.architecture) && config.patch_z > region.FrameDepth())) {
     return InvalidArgumentError("the image (" + s.ToString() + ") is smaller than a patch (" +
                                 std::to_string(config.patch_z) + "x" + std::to_string(config.patch_y) +
                                 "x" + std::to_string(config.patch_x) + ")");

@@ -221,6 +221,10 @@ int RunInfer(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
     return Fail(events, kWorkerBadUnit, OutOfRangeError("the slab reaches slice " + std::to_string(slab.read_end()) +
                                                         " of a volume of " + std::to_string(depth)));
   }
+  if (unit.region && unit.region->frames > 1 &&
+      (unit.region->FrameStart(slab.read_begin()) != unit.region->FrameStart(slab.read_end() - 1))) {
+    return Fail(events, kWorkerBadUnit, OutOfRangeError("the slab spans two time points of the series"));
+  }
   if (unit.region && info->shape.z != slab.read_end() - slab.read_begin()) {
     return Fail(events, kWorkerBadInput,
                 DataLossError("input \"volume\" has " + std::to_string(info->shape.z) + " slices; the slab needs " +
@@ -252,7 +256,16 @@ int RunInfer(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
     last_progress = now;
     events.Emit({{"event", "progress"}, {"fraction", fraction}});
   };
-  StatusOr<InferenceResult> result = (*model)->Predict(*input, slab, depth, hooks);
+  // A time point of a series is a volume of its own: the slab in its coordinates.
+  SlabRange in_frame = slab;
+  int64_t frame_depth = depth;
+  if (unit.region && unit.region->frames > 1) {
+    const int64_t lo = unit.region->FrameStart(slab.z_begin);
+    frame_depth = unit.region->FrameDepth();
+    in_frame.z_begin -= lo;
+    in_frame.z_end -= lo;
+  }
+  StatusOr<InferenceResult> result = (*model)->Predict(*input, in_frame, frame_depth, hooks);
   if (result.status().code() == StatusCode::kCancelled) return interrupted();
   if (!result.ok()) return Fail(events, ExitFor(result.status()), result.status());
   Status st;

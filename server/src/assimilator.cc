@@ -13,6 +13,11 @@
 namespace idlegrid::server {
 namespace {
 constexpr int64_t kMaxMetricsBytes = 16 << 20;
+
+// The time points of the job's image (plans from before series have none: 1).
+int64_t FramesOf(const Json& plan) {
+  return plan.contains("frames") && plan["frames"].is_number_integer() ? std::max<int64_t>(1, plan["frames"].get<int64_t>()) : 1;
+}
 }  // namespace
 
 double ChainScore(const Json& metrics) {
@@ -43,7 +48,7 @@ StageOutcome Assimilator::Assimilate(const std::string& job_id, int64_t stage, c
   if (st["type"] == "train") {
     RankChains(job_id, stage, plan, finished, &o);
   } else {
-    Stitch(job_id, st, finished, &o);
+    Stitch(job_id, plan, st, finished, &o);
   }
   return o;
 }
@@ -95,7 +100,7 @@ void Assimilator::RankChains(const std::string& job_id, int64_t stage, const Jso
       StatusOr<std::vector<WorkUnit>> slabs =
           config.ok() && model.ok() && volume.ok()
               ? SplitInfer(job_id, "s" + std::to_string(stage + 1), *config, *model, *volume, shape,
-                           inf["output"].get<std::string>(), options_)
+                           inf["output"].get<std::string>(), options_, 0, -1, FramesOf(plan))
               : StatusOr<std::vector<WorkUnit>>(InternalError("the plan is damaged"));
       if (slabs.ok()) {
         for (WorkUnit& u : *slabs) o->next_units.push_back(WithPrep("s" + std::to_string(stage + 1), std::move(u), ""));
@@ -106,7 +111,7 @@ void Assimilator::RankChains(const std::string& job_id, int64_t stage, const Jso
   }
 }
 
-void Assimilator::Stitch(const std::string& job_id, const Json& st, const std::vector<FinishedUnit>& finished,
+void Assimilator::Stitch(const std::string& job_id, const Json& plan, const Json& st, const std::vector<FinishedUnit>& finished,
                          StageOutcome* o) const {
   // Stitch the slabs' core slices, in Z order, into one TIFF stack.
   const std::string output = st["output"];
@@ -140,6 +145,9 @@ void Assimilator::Stitch(const std::string& job_id, const Json& st, const std::v
           shape.z = total;
           TiffWriteOptions options;
           options.deflate = n == "labels";  // label stacks are mostly runs: a fraction of their size
+          // A series' output is a hyperstack of its time points (a part of one is a stack).
+          const int64_t frames = FramesOf(plan);
+          if (frames > 1 && total % frames == 0 && plan["shape"][0].get<int64_t>() == total) options.frames = frames;
           IDLEGRID_ASSIGN_OR_RETURN(writer, TiffWriter::Open(tmp, shape, part.dtype(), options));
         }
         IDLEGRID_RETURN_IF_ERROR(writer->Append(part));

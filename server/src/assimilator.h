@@ -54,7 +54,7 @@ class Assimilator {
  private:
   void RankChains(const std::string& job_id, int64_t stage, const Json& plan,
                   const std::vector<FinishedUnit>& finished, StageOutcome* o) const;
-  void Stitch(const std::string& job_id, const Json& st, const std::vector<FinishedUnit>& finished,
+  void Stitch(const std::string& job_id, const Json& plan, const Json& st, const std::vector<FinishedUnit>& finished,
               StageOutcome* o) const;
 
   const BlobStore* blobs_;

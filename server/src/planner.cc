@@ -54,6 +54,25 @@ StatusOr<std::vector<int64_t>> LabelledSlices(const std::string& path) {
   return out;
 }
 
+// Labels must cover the image slice for slice: a series' labels are the same time points.
+Status CheckLabelsFit(const TiffInfo& image, const TiffInfo& labels) {
+  const VolumeShape &is = image.shape, &ls = labels.shape;
+  const int64_t depth = is.z / std::max<int64_t>(image.frames, 1);
+  if (image.frames > 1 && ls.z == depth && ls.y == is.y && ls.x == is.x) {
+    return InvalidArgumentError("input \"labels\" is one volume of " + std::to_string(ls.z) + " slices, but the image is a series of " +
+                                std::to_string(image.frames) + " time points of " + std::to_string(depth) +
+                                " slices: save the labels as a hyperstack of the same time points (unpainted ones empty)");
+  }
+  if (ls.z != is.z || ls.y != is.y || ls.x != is.x) {
+    return InvalidArgumentError("image " + is.ToString() + " and labels " + ls.ToString() + " differ in shape");
+  }
+  if (labels.frames > 1 && labels.frames != image.frames) {
+    return InvalidArgumentError("input \"labels\" has " + std::to_string(labels.frames) + " time points (frames), the image " +
+                                std::to_string(image.frames));
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 StatusOr<models::DataFingerprint> FingerprintOfFiles(const std::string& image_path,
@@ -70,7 +89,9 @@ StatusOr<models::DataFingerprint> FingerprintOfFiles(const std::string& image_pa
     Status st = ScanStack(**labels, [&](const Volume& v, int64_t z0) { return b.AddLabels(v, z0); });
     if (!st.ok()) return st.WithContext("labels");
   }
-  return b.Finish(resources, !labels_path.empty());
+  IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, b.Finish(resources, !labels_path.empty()));
+  fp.frames = info.frames;
+  return fp;
 }
 
 StatusOr<BlobRef> CutRegion(const BlobStore& blobs, const BlobRef& source, const SliceRegion& region,
@@ -110,11 +131,11 @@ StatusOr<std::string> Planner::PathOf(const Job& job, const std::string& name) c
   return blobs_->PathOf(ref.sha256);
 }
 
-StatusOr<VolumeShape> Planner::ShapeOf(const Job& job, const std::string& name) const {
+StatusOr<TiffInfo> Planner::InfoOf(const Job& job, const std::string& name) const {
   IDLEGRID_ASSIGN_OR_RETURN(std::string path, PathOf(job, name));
   StatusOr<TiffInfo> info = ProbeTiff(path);
   if (!info.ok()) return InvalidArgumentError("input \"" + name + "\" is not a readable TIFF: " + info.status().message());
-  return info->shape;
+  return *info;
 }
 
 StatusOr<JobPlan> Planner::Plan(const Job& job) const {
@@ -134,7 +155,8 @@ StatusOr<JobPlan> Planner::Plan(const Job& job) const {
 StatusOr<JobPlan> Planner::PlanInfer(const Job& job) const {
   const Json& cfg = job.config;
   IDLEGRID_ASSIGN_OR_RETURN(BlobRef model, Input(job, "model"));
-  IDLEGRID_ASSIGN_OR_RETURN(VolumeShape shape, ShapeOf(job, "volume"));
+  IDLEGRID_ASSIGN_OR_RETURN(TiffInfo info, InfoOf(job, "volume"));
+  const VolumeShape shape = info.shape;
   Json config_json;
   if (cfg.contains("model")) {
     config_json = cfg["model"];
@@ -165,10 +187,10 @@ StatusOr<JobPlan> Planner::PlanInfer(const Job& job) const {
   JobPlan out;
   IDLEGRID_ASSIGN_OR_RETURN(std::vector<WorkUnit> slabs,
                             SplitInfer(job.job_id, "s0", c, model, job.inputs.at("volume"), shape, output,
-                                       options_, z_begin, z_end));
+                                       options_, z_begin, z_end, info.frames));
   for (WorkUnit& u : slabs) out.units.push_back(WithPrep("s0", std::move(u), ""));
   out.stored = Json{{"job", job.ToJson()}, {"stages", Json::array({stage})},
-                    {"shape", {shape.z, shape.y, shape.x, shape.c}}};
+                    {"shape", {shape.z, shape.y, shape.x, shape.c}}, {"frames", info.frames}};
   return out;
 }
 
@@ -226,15 +248,15 @@ StatusOr<JobPlan> Planner::PlanTraining(const Job& job) const {
   const Json& cfg = job.config;
   const int64_t seed = cfg.contains("seed") && cfg["seed"].is_number_integer() ? cfg["seed"].get<int64_t>() : 1;
   TrainingData data;
-  IDLEGRID_ASSIGN_OR_RETURN(data.shape, ShapeOf(job, "image"));
+  IDLEGRID_ASSIGN_OR_RETURN(TiffInfo image, InfoOf(job, "image"));
+  data.shape = image.shape;
   const VolumeShape shape = data.shape;
+  const int64_t frames = image.frames;
   data.segment = job.kind != JobKind::kDenoise && job.inputs.count("labels") > 0;
   if (job.kind == JobKind::kSweep && !data.segment) return InvalidArgumentError("a sweep job needs the input \"labels\"");
   if (data.segment) {
-    IDLEGRID_ASSIGN_OR_RETURN(VolumeShape ls, ShapeOf(job, "labels"));
-    if (ls.z != shape.z || ls.y != shape.y || ls.x != shape.x) {
-      return InvalidArgumentError("image " + shape.ToString() + " and labels " + ls.ToString() + " differ in shape");
-    }
+    IDLEGRID_ASSIGN_OR_RETURN(TiffInfo labels, InfoOf(job, "labels"));
+    IDLEGRID_RETURN_IF_ERROR(CheckLabelsFit(image, labels));
   }
   IDLEGRID_ASSIGN_OR_RETURN(std::vector<models::ModelConfig> configs, Configs(job, &data));
   Json stage{{"type", "train"}, {"chains", Json::array()}};
@@ -274,6 +296,7 @@ StatusOr<JobPlan> Planner::PlanTraining(const Job& job) const {
     const std::string chain = "c" + std::to_string(i);
     models::DataFingerprint where;
     where.shape = shape;
+    where.frames = frames;
     where.labelled_z = data.labelled_z;
     if (c.task == models::Task::kSegment && where.labelled_z.empty()) {
       return InvalidArgumentError("input \"labels\" has no labelled pixels: paint at least two classes");
@@ -289,7 +312,8 @@ StatusOr<JobPlan> Planner::PlanTraining(const Job& job) const {
       after = id;
     }
   }
-  out.stored = Json{{"job", job.ToJson()}, {"stages", stages}, {"shape", {shape.z, shape.y, shape.x, shape.c}}};
+  out.stored = Json{{"job", job.ToJson()}, {"stages", stages}, {"shape", {shape.z, shape.y, shape.x, shape.c}},
+                    {"frames", frames}};
   return out;
 }
 

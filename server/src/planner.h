@@ -24,6 +24,7 @@
 #include "idlegrid/server/queue.h"
 #include "idlegrid/shared/blob_store.h"
 #include "idlegrid/shared/protocol.h"
+#include "idlegrid/shared/tiff_io.h"
 
 namespace idlegrid::server {
 
@@ -85,7 +86,7 @@ class Planner {
   StatusOr<std::vector<models::ModelConfig>> Configs(const Job& job, TrainingData* data) const;
   StatusOr<BlobRef> Input(const Job& job, const std::string& name) const;
   StatusOr<std::string> PathOf(const Job& job, const std::string& name) const;
-  StatusOr<VolumeShape> ShapeOf(const Job& job, const std::string& name) const;
+  StatusOr<TiffInfo> InfoOf(const Job& job, const std::string& name) const;
 
   BlobStore* blobs_;
   QueueOptions options_;

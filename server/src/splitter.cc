@@ -70,22 +70,18 @@ StatusOr<std::vector<WorkUnit>> SplitInfer(const std::string& job_id, const std:
                                            const models::ModelConfig& config, const BlobRef& model,
                                            const BlobRef& volume_blob, const VolumeShape& volume,
                                            const std::string& output, const QueueOptions& options,
-                                           int64_t z_begin, int64_t z_end) {
+                                           int64_t z_begin, int64_t z_end, int64_t frames) {
   if (z_end < 0) z_end = volume.z;
-  if (z_begin < 0 || z_begin >= z_end || z_end > volume.z) {
-    return InvalidArgumentError("slices [" + std::to_string(z_begin) + ", " + std::to_string(z_end) +
-                                ") are not inside a volume of " + std::to_string(volume.z));
-  }
   const int64_t halo = config.InferenceHalo();
-  VolumeShape part = volume;
-  part.z = z_end - z_begin;
-  IDLEGRID_ASSIGN_OR_RETURN(std::vector<SlabRange> slabs, PlanSlabs(part.z, SlabDepth(part, halo, options), 0));
-  for (SlabRange& s : slabs) {  // into whole-volume coordinates, halos clipped to the volume
-    s.z_begin += z_begin;
-    s.z_end += z_begin;
-    s.halo_before = std::min(halo, s.z_begin);
-    s.halo_after = std::min(halo, volume.z - s.z_end);
-  }
+  VolumeShape part = volume;  // slab depth: as for one time point's share of the range
+  part.z = std::max<int64_t>(1, std::min(z_end - z_begin, volume.z / std::max<int64_t>(frames, 1)));
+  // The time points of the range already share the work out: fewer slabs each.
+  const int64_t f = volume.z / std::max<int64_t>(frames, 1);
+  const int64_t spanned = f > 0 && z_end > z_begin ? (z_end - 1) / f - z_begin / f + 1 : 1;
+  QueueOptions per_frame = options;
+  per_frame.min_slabs = std::max<int64_t>(1, (options.min_slabs + spanned - 1) / spanned);
+  IDLEGRID_ASSIGN_OR_RETURN(std::vector<SlabRange> slabs,
+                            PlanSeriesSlabs(volume.z, frames, z_begin, z_end, SlabDepth(part, halo, per_frame), halo));
   std::vector<WorkUnit> units;
   for (const SlabRange& s : slabs) {
     WorkUnit u;
@@ -101,6 +97,7 @@ StatusOr<std::vector<WorkUnit>> SplitInfer(const std::string& job_id, const std:
     u.min_memory_bytes = UnitMemoryBytes(config, slab_shape);
     u.slab = s;
     u.region = SliceRegion::Range(volume.z, s.read_begin(), s.read_end());  // cut on preparation
+    u.region->frames = frames;
     units.push_back(std::move(u));
   }
   return units;

@@ -43,11 +43,13 @@ int64_t SlabDepth(const VolumeShape& volume, int64_t halo, const QueueOptions& o
 
 // infer_slab units covering slices [z_begin, z_end) of the volume (z_end < 0: to the end),
 // with halos from the whole volume; `output` is "labels", "probabilities" or "denoised".
+// A series of `frames` time points (volume.z = frames x slices) is split per time point:
+// no slab spans two, and halos stay in their own (PlanSeriesSlabs).
 StatusOr<std::vector<WorkUnit>> SplitInfer(const std::string& job_id, const std::string& prefix,
                                            const models::ModelConfig& config, const BlobRef& model,
                                            const BlobRef& volume_blob, const VolumeShape& volume,
                                            const std::string& output, const QueueOptions& options,
-                                           int64_t z_begin = 0, int64_t z_end = -1);
+                                           int64_t z_begin = 0, int64_t z_end = -1, int64_t frames = 1);
 
 }  // namespace idlegrid::server
 

@@ -305,13 +305,16 @@ bool WorkUnit::operator==(const WorkUnit& o) const {
 Json SliceRegionToJson(const SliceRegion& region) {
   Json runs = Json::array();
   for (const auto& [b, e] : region.runs) runs.push_back(Json::array({b, e}));
-  return Json{{"depth", region.depth}, {"runs", runs}};
+  Json j{{"depth", region.depth}, {"runs", runs}};
+  if (region.frames > 1) j["frames"] = region.frames;
+  return j;
 }
 
 StatusOr<SliceRegion> SliceRegionFromJson(const Json& j, const std::string& where) {
   JsonReader r(j, where);
   SliceRegion region;
   region.depth = r.Int("depth", 1, kMaxVolumeExtent);
+  if (r.Has("frames")) region.frames = r.Int("frames", 1, kMaxVolumeExtent);
   const Json& runs = r.Array("runs", kMaxRegionRuns);
   IDLEGRID_RETURN_IF_ERROR(r.Finish());
   for (size_t i = 0; i < runs.size(); ++i) {

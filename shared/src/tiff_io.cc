@@ -98,6 +98,7 @@ struct Layout {
   int64_t pages = 0;
   int64_t channels = 1;
   bool channels_as_pages = false;  // ImageJ hyperstack: one page per channel
+  int64_t frames = 1;              // ImageJ hyperstack: time points (shape.z = frames x slices)
   bool imagej = false;
   bool bigtiff = false;
   std::string note;  // how an ambiguous description was read (TiffInfo::note)
@@ -196,11 +197,7 @@ StatusOr<Layout> ReadLayout(TIFF* tif, TiffErrors* errors) {
       std::strncmp(desc, "ImageJ=", 7) == 0) {
     l.imagej = true;
     auto fields = ParseImageJDescription(desc);
-    int64_t frames = DescInt(fields, "frames");
-    if (frames > 1) {
-      return UnimplementedError("TIFF is a time series (frames=" + std::to_string(frames) +
-                                "); save one time point as a stack");
-    }
+    const int64_t frames = DescInt(fields, "frames");
     int64_t images = DescInt(fields, "images");
     if (images > 0 && images != l.pages) {
       return DataLossError("TIFF has " + std::to_string(l.pages) +
@@ -225,6 +222,20 @@ StatusOr<Layout> ReadLayout(TIFF* tif, TiffErrors* errors) {
         channels = ij_channels;
         l.channels_as_pages = true;
       }
+    }
+    if (frames > 1) {
+      // A hyperstack's pages are time points of slices of channels (ImageJ's TZC order):
+      // they must multiply out to the pages there are.
+      const int64_t per_page = l.channels_as_pages ? channels : 1;
+      const int64_t slices = std::max<int64_t>(ij_slices, 1);
+      const bool bounded = frames <= kMaxVolumeExtent && slices <= kMaxVolumeExtent;
+      if (!bounded || slices * frames * per_page != l.pages) {
+        return DataLossError("its ImageJ description says frames=" + std::to_string(frames) + ", slices=" +
+                             std::to_string(slices) + ", channels=" + std::to_string(per_page) +
+                             (bounded ? " (" + std::to_string(frames * slices * per_page) + " pages)" : "") +
+                             ", but the file has " + std::to_string(l.pages) + " pages");
+      }
+      l.frames = frames;
     }
   }
   l.channels = channels;
@@ -390,6 +401,7 @@ StatusOr<TiffInfo> ProbeTiff(const std::string& path) {
   info.bigtiff = l->bigtiff;
   info.imagej = l->imagej;
   info.note = l->note;
+  info.frames = l->frames;
   return info;
 }
 
@@ -442,6 +454,7 @@ StatusOr<std::unique_ptr<TiffStackReader>> TiffStackReader::Open(const std::stri
   s.info.bigtiff = l->bigtiff;
   s.info.imagej = l->imagej;
   s.info.note = l->note;
+  s.info.frames = l->frames;
   return r;
 }
 
@@ -500,6 +513,10 @@ StatusOr<std::unique_ptr<TiffWriter>> TiffWriter::Open(const std::string& path,
       shape.y > kMaxVolumeExtent || shape.x > kMaxVolumeExtent || shape.c > kMaxVolumeChannels) {
     return InvalidArgumentError("invalid volume shape " + shape.ToString());
   }
+  if (options.frames < 1 || shape.z % options.frames != 0) {
+    return InvalidArgumentError(std::to_string(shape.z) + " slices are not " + std::to_string(options.frames) +
+                                " time points of equal depth");
+  }
   std::unique_ptr<TiffWriter> w(new TiffWriter());
   w->state_ = std::make_unique<State>();
   State& s = *w->state_;
@@ -545,8 +562,10 @@ Status TiffWriter::Append(const Volume& chunk) {
   if (s.slices_written == 0) {
     description = "ImageJ=1.54f\nimages=" + std::to_string(s.shape.z * s.shape.c) + "\n";
     if (s.shape.c > 1) description += "channels=" + std::to_string(s.shape.c) + "\n";
-    if (s.shape.z > 1) description += "slices=" + std::to_string(s.shape.z) + "\n";
-    if (s.shape.c > 1) description += "hyperstack=true\nmode=grayscale\n";
+    const int64_t frames = s.options.frames;
+    if (s.shape.z / frames > 1) description += "slices=" + std::to_string(s.shape.z / frames) + "\n";
+    if (frames > 1) description += "frames=" + std::to_string(frames) + "\n";
+    if (s.shape.c > 1 || frames > 1) description += "hyperstack=true\nmode=grayscale\n";
     if (s.options.spacing_z > 0) description += "spacing=" + std::to_string(s.options.spacing_z) + "\n";
     description += "loop=false\n";
   }

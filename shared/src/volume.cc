@@ -83,13 +83,16 @@ SliceRegion SliceRegion::Range(int64_t depth, int64_t begin, int64_t end) {
   return r;
 }
 
-SliceRegion SliceRegion::Around(const std::vector<int64_t>& slices, int64_t halo, int64_t depth) {
+SliceRegion SliceRegion::Around(const std::vector<int64_t>& slices, int64_t halo, int64_t depth,
+                                int64_t frames) {
   std::vector<int64_t> sorted = slices;
   std::sort(sorted.begin(), sorted.end());
   SliceRegion r;
   r.depth = depth;
+  r.frames = std::max<int64_t>(frames, 1);
   for (int64_t z : sorted) {
-    const int64_t b = std::max<int64_t>(0, z - halo), e = std::min(depth, z + halo + 1);
+    const int64_t lo = r.FrameStart(z), hi = std::min(depth, lo + r.FrameDepth());
+    const int64_t b = std::max<int64_t>(lo, z - halo), e = std::min(hi, z + halo + 1);
     if (b >= e) continue;
     if (!r.runs.empty() && b <= r.runs.back().second) {
       r.runs.back().second = std::max(r.runs.back().second, e);
@@ -128,6 +131,10 @@ Status SliceRegion::Validate(const std::string& where) const {
   if (depth < 1 || depth > kMaxVolumeExtent) {
     return InvalidArgumentError(where + ".depth " + std::to_string(depth) + " is out of range");
   }
+  if (frames < 1 || depth % frames != 0) {
+    return InvalidArgumentError(where + ".frames " + std::to_string(frames) + " does not divide its " +
+                                std::to_string(depth) + " slices into time points");
+  }
   if (runs.empty()) return InvalidArgumentError(where + " holds no slices");
   int64_t last_end = -1;
   for (size_t i = 0; i < runs.size(); ++i) {
@@ -156,6 +163,32 @@ StatusOr<std::vector<SlabRange>> PlanSlabs(int64_t depth, int64_t slab_depth, in
     slabs.push_back(s);
   }
   return slabs;
+}
+
+StatusOr<std::vector<SlabRange>> PlanSeriesSlabs(int64_t depth, int64_t frames, int64_t z_begin,
+                                                 int64_t z_end, int64_t slab_depth, int64_t halo) {
+  if (frames < 1 || depth < 1 || depth % frames != 0) {
+    return InvalidArgumentError(std::to_string(depth) + " slices are not " + std::to_string(frames) +
+                                " time points of equal depth");
+  }
+  if (z_begin < 0 || z_begin >= z_end || z_end > depth) {
+    return InvalidArgumentError("slices [" + std::to_string(z_begin) + ", " + std::to_string(z_end) +
+                                ") are not inside a volume of " + std::to_string(depth));
+  }
+  const int64_t f = depth / frames;
+  std::vector<SlabRange> out;
+  for (int64_t t0 = z_begin / f * f; t0 < z_end; t0 += f) {
+    const int64_t b = std::max(z_begin, t0), e = std::min(z_end, t0 + f);
+    IDLEGRID_ASSIGN_OR_RETURN(std::vector<SlabRange> slabs, PlanSlabs(e - b, slab_depth, 0));
+    for (SlabRange& s : slabs) {  // into the series' slices, halos clipped to the time point
+      s.z_begin += b;
+      s.z_end += b;
+      s.halo_before = std::min(halo, s.z_begin - t0);
+      s.halo_after = std::min(halo, t0 + f - s.z_end);
+      out.push_back(s);
+    }
+  }
+  return out;
 }
 
 StatusOr<Volume> ExtractSlab(const Volume& volume, const SlabRange& slab) {

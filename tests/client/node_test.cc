@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "child_process.h"
@@ -450,6 +451,100 @@ TEST_CASE("workers limited to less address space than the volume holds train on 
   CHECK(Must(ProbeTiff(g.dir / "segmented.tif")).shape == VolumeShape{1, 512, 512, 1});
   a->Signal(SIGTERM);
   CHECK(a->Wait(10000) == 0);
+}
+
+// Slices of `v` rolled `dx` pixels along X (periodic): the sample's content, moved.
+Volume RollX(const Volume& v, int64_t dx) {
+  Volume out = Must(Volume::Create(v.shape(), v.dtype()));
+  const int64_t X = v.shape().x, elem = static_cast<int64_t>(DTypeSize(v.dtype()));
+  for (int64_t z = 0; z < v.shape().z; ++z)
+    for (int64_t y = 0; y < v.shape().y; ++y)
+      for (int64_t x = 0; x < X; ++x) {
+        std::memcpy(out.bytes() + v.Index(z, y, (x + dx) % X) * elem, v.bytes() + v.Index(z, y, x) * elem, static_cast<size_t>(elem));
+      }
+  return out;
+}
+
+TEST_CASE("a time series segments through the grid: labels on one time point, a hyperstack out", "[client][node]") {
+  // Three time points of the small sample, its content moving 16 px along X between them;
+  // strokes painted on the middle time point only.
+  Grid g;
+  const MaterialsSample& sample = testing::SmallSample();
+  const int64_t frames = 3, depth = sample.image.shape().z;
+  TiffWriteOptions series;
+  series.frames = frames;
+  std::vector<Volume> truth;
+  {
+    VolumeShape shape = sample.image.shape();
+    shape.z *= frames;
+    auto image = Must(TiffWriter::Open(g.dir / "series.tif", shape, DType::kUInt16, series));
+    series.deflate = true;
+    auto labels = Must(TiffWriter::Open(g.dir / "series_labels.tif", shape, DType::kUInt8, series));
+    const Volume none = Must(Volume::Create(sample.scribbles.shape(), DType::kUInt8));
+    for (int64_t t = 0; t < frames; ++t) {
+      Must(image->Append(RollX(sample.image, 16 * t)));
+      Must(labels->Append(t == 1 ? RollX(sample.scribbles, 16) : none));
+      truth.push_back(RollX(sample.truth, 16 * t));
+    }
+    Must(image->Close());
+    Must(labels->Close());
+  }
+  Job job;
+  job.kind = JobKind::kTrain;
+  job.inputs = {{"image", Must(g.admin->UploadFile(g.dir / "series.tif"))},
+                {"labels", Must(g.admin->UploadFile(g.dir / "series_labels.tif"))}};
+  job.config = {{"model", models::ConfigToJson(testing::TinyConfig("unet25d", 4, 60))}, {"infer", "labels"}, {"seed", 3}};
+  const std::string id = Must(g.admin->Submit(job))["job_id"];
+  auto a = g.Run(g.NewNode(), {});
+  auto b = g.Run(g.NewNode(), {});
+  Json s = g.WaitFor(id, [](const Json& j) { return j["state"] == "done" || j["state"] == "failed"; }, 300);
+  INFO(s.dump());
+  REQUIRE(s["state"] == "done");
+  // Training read time point 1 alone; every slab lies inside one time point.
+  std::set<int64_t> slab_frames;
+  for (const Json& u : s["units"]) {
+    REQUIRE(u["region"]["frames"] == frames);
+    const Json& runs = u["region"]["runs"];
+    const int64_t first = runs.front()[0], last = runs.back()[1].get<int64_t>() - 1;
+    CHECK(first / depth == last / depth);
+    if (u["kind"] == "train_epochs") CHECK(first / depth == 1);
+    if (u["kind"] == "infer_slab") slab_frames.insert(first / depth);
+  }
+  CHECK(slab_frames == std::set<int64_t>{0, 1, 2});
+  // The output is a hyperstack of the same time points, each segmented from its own content.
+  Must(g.admin->FetchOutput(id, "labels", g.dir / "labels.tif"));
+  const TiffInfo out = Must(ProbeTiff(g.dir / "labels.tif"));
+  CHECK(out.frames == frames);
+  CHECK(out.shape == VolumeShape{frames * depth, 64, 64, 1});
+  const Volume labels = Must(ReadTiff(g.dir / "labels.tif"));
+  // Dice of pores and inclusions (the matrix is most pixels, moved or not) of time point t's
+  // output against each time point's truth: its own is high, the others' are not.
+  const int64_t voxels = 64 * 64 * depth;
+  auto dice = [&](int64_t t, int64_t other) {
+    double sum = 0;
+    for (uint8_t c : {2, 3}) {
+      double both = 0, p = 0, q = 0;
+      for (int64_t i = 0; i < voxels; ++i) {
+        const bool pi = labels.data<uint8_t>()[t * voxels + i] == c, qi = truth[static_cast<size_t>(other)].data<uint8_t>()[i] == c;
+        both += pi && qi;
+        p += pi;
+        q += qi;
+      }
+      sum += p + q > 0 ? 2 * both / (p + q) : 1;
+    }
+    return sum / 2;
+  };
+  for (int64_t t = 0; t < frames; ++t) {
+    INFO("time point " << t << ": Dice against each time point's truth " << dice(t, 0) << " " << dice(t, 1) << " " << dice(t, 2));
+    CHECK(dice(t, t) > 0.25);  // a tiny model, trained seconds
+    for (int64_t other = 0; other < frames; ++other) {
+      if (other != t) CHECK(dice(t, t) > dice(t, other) + 0.2);
+    }
+  }
+  a->Signal(SIGTERM);
+  b->Signal(SIGTERM);
+  CHECK(a->Wait(10000) == 0);
+  CHECK(b->Wait(10000) == 0);
 }
 
 TEST_CASE("a sweep and its inference run through two nodes", "[client][node]") {

@@ -104,6 +104,32 @@ TEST_CASE("orthogonal planes hold the volume's rows and columns", "[client][view
   CHECK(ExtractPlane(Ramp({1, 2, 2, 3}, DType::kUInt8), Plane::kXY, 0).status().code() == StatusCode::kInvalidArgument);
 }
 
+TEST_CASE("a series' slices: time point and slice, planes through one time point, a lazy stack that knows its frames", "[client][view]") {
+  const SeriesIndex series{12, 3};  // 3 time points of 4 slices
+  CHECK(series.depth() == 4);
+  CHECK(series.Global(2, 1) == 9);
+  CHECK(series.Time(9) == 2);
+  CHECK(series.Slice(9) == 1);
+  CHECK(series.Global(5, 9) == 11);  // clamped
+  CHECK(series.Describe(9) == "Time 3 of 3, slice 2 of 4");
+  CHECK(SeriesIndex{7, 1}.Describe(3) == "Slice 4 of 7");
+  const Volume v = Ramp({12, 6, 7, 1}, DType::kUInt16);
+  const Volume xz = ExtractPlane(v, Plane::kXZ, 4, 8, 12).value();
+  REQUIRE(xz.shape() == VolumeShape{1, 4, 7, 1});
+  CHECK(xz.data<uint16_t>()[1 * 7 + 3] == v.data<uint16_t>()[v.Index(9, 4, 3)]);
+  const Volume yz = ExtractPlane(v, Plane::kYZ, 2, 4, 8).value();
+  REQUIRE(yz.shape() == VolumeShape{1, 4, 6, 1});
+  CHECK(yz.data<uint16_t>()[3 * 6 + 5] == v.data<uint16_t>()[v.Index(7, 5, 2)]);
+  CHECK(ExtractPlane(v, Plane::kXZ, 4, 8, 13).status().code() == StatusCode::kOutOfRange);
+  testing::TempDir dir;
+  TiffWriteOptions o;
+  o.frames = 3;
+  REQUIRE(WriteTiff(dir / "series.tif", v, o).ok());
+  auto stack = LazyStack::Open(dir / "series.tif").value();
+  CHECK(stack->frames() == 3);
+  CHECK(*stack->Slice(9).value() == ExtractSlab(v, SlabRange{9, 10, 0, 0}).value());
+}
+
 TEST_CASE("session labels are saved compressed, and only when they changed", "[client][view][session]") {
   testing::TempDir dir;
   Annotation a(VolumeShape{64, 128, 128, 1});

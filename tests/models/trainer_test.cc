@@ -343,6 +343,21 @@ const TwoSliceSample& DeepSample() {
   return sample;
 }
 
+// Trains `c` (seed 5) on image and labels as a crop of `region` (no runs: the whole
+// volume) to its last epoch; the weights' digest, and the history in *history.
+std::string TrainedDigest(const ModelConfig& c, const Volume& image, const Volume& labels, const SliceRegion& region,
+                          std::vector<EpochMetrics>* history) {
+  TrainerOptions o;
+  o.seed = 5;
+  o.region = region;
+  auto t = Trainer::Create(c, image, &labels, o);
+  INFO(t.status().ToString());
+  REQUIRE(t.ok());
+  REQUIRE((*t)->RunUntilEpoch(c.epochs, {}).ok());
+  *history = (*t)->history();
+  return (*t)->WeightsDigest();
+}
+
 TEST_CASE("training on a crop of the labelled slices equals training on the whole volume, bit for bit", "[models][train]") {
   const TwoSliceSample& s = DeepSample();
   StatusOr<DataFingerprint> measured = ComputeFingerprint(s.image, &s.labels, {});
@@ -359,15 +374,7 @@ TEST_CASE("training on a crop of the labelled slices equals training on the whol
     REQUIRE(region.slices() < s.image.shape().z);  // the crop leaves slices out
     CHECK(region.runs.size() == 2);
     auto run = [&](const Volume& image, const Volume& labels, const SliceRegion& r, std::vector<EpochMetrics>* h) {
-      TrainerOptions o;
-      o.seed = 5;
-      o.region = r;
-      auto t = Trainer::Create(c, image, &labels, o);
-      INFO(t.status().ToString());
-      REQUIRE(t.ok());
-      REQUIRE((*t)->RunUntilEpoch(c.epochs, {}).ok());
-      *h = (*t)->history();
-      return (*t)->WeightsDigest();
+      return TrainedDigest(c, image, labels, r, h);
     };
     std::vector<EpochMetrics> whole_h, crop_h;
     const std::string whole = run(s.image, s.labels, {}, &whole_h);
@@ -380,6 +387,46 @@ TEST_CASE("training on a crop of the labelled slices equals training on the whol
       CHECK(crop_h[i].dice == whole_h[i].dice);
       CHECK(crop_h[i].mean_dice >= 0);  // validated
     }
+  }
+}
+
+TEST_CASE("a time point of a series trains as that volume alone: context never crosses time points", "[models][train]") {
+  // Three time points of 40 slices; the labelled one is the middle, between two others that
+  // differ (the same volume upside down): anything read across a time point's ends would
+  // change the weights. Labelled slice 3 is near its time point's start, where a 3D patch
+  // and 2.5D context are clamped.
+  const TwoSliceSample& s = DeepSample();
+  const int64_t d = s.image.shape().z;
+  VolumeShape shape = s.image.shape();
+  shape.z = 3 * d;
+  Volume image = Volume::Create(shape, s.image.dtype()).value(), labels = Volume::Create(shape, DType::kUInt8).value();
+  for (int64_t z = 0; z < d; ++z) {
+    std::memcpy(image.slice_bytes_at(z), s.image.slice_bytes_at(d - 1 - z), s.image.slice_bytes());
+    std::memcpy(image.slice_bytes_at(d + z), s.image.slice_bytes_at(z), s.image.slice_bytes());
+    std::memcpy(image.slice_bytes_at(2 * d + z), s.image.slice_bytes_at(d - 1 - z), s.image.slice_bytes());
+    std::memcpy(labels.slice_bytes_at(d + z), s.labels.slice_bytes_at(z), s.labels.slice_bytes());
+  }
+  DataFingerprint fp = ComputeFingerprint(image, &labels, {}).value(), alone = ComputeFingerprint(s.image, &s.labels, {}).value();
+  fp.frames = 3;
+  for (const char* arch : {"unet25d", "unet3d"}) {
+    INFO(arch);
+    ModelConfig c = TinyConfig(arch, 2, 3);
+    c.validation_fraction = 0.2;
+    c.refit_fraction = 0;
+    const SliceRegion region = TrainingRegion(c, fp), own = TrainingRegion(c, alone);
+    CHECK(region.frames == 3);
+    REQUIRE(region.runs.size() == own.runs.size());
+    for (size_t i = 0; i < own.runs.size(); ++i) {
+      CHECK(region.runs[i] == std::make_pair(own.runs[i].first + d, own.runs[i].second + d));  // inside time point 1
+    }
+    auto run = [&](const Volume& im, const Volume& lab, const SliceRegion& r) {
+      std::vector<EpochMetrics> h;
+      const std::string digest = TrainedDigest(c, im, lab, r, &h);
+      CHECK(h.back().mean_dice >= 0);
+      return digest;
+    };
+    CHECK(run(ExtractRegion(image, region).value(), ExtractRegion(labels, region).value(), region) ==
+          run(s.image, s.labels, {}));
   }
 }
 

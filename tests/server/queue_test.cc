@@ -511,6 +511,14 @@ TEST_CASE("submissions with bad inputs are refused with a reason", "[server][que
   infer.inputs["model"] = f.PutBytes("weights");
   infer.inputs["volume"] = f.PutVolume(Ramp(2, 32, 32));
   CHECK_THAT(f.queue->Submit(infer).status().message(), Catch::Contains("not trained on this server"));
+  // A series' labels are a series of the same time points.
+  job.config["model"] = models::ConfigToJson(TinyConfig("m", 1));
+  job.inputs["image"] = f.PutVolume(Ramp(6, 32, 32), 3);
+  job.inputs["labels"] = f.PutVolume(Ramp(2, 32, 32));
+  CHECK_THAT(f.queue->Submit(job).status().message(),
+             Catch::Contains("input \"labels\" is one volume of 2 slices, but the image is a series of 3 time points of 2 slices"));
+  job.inputs["labels"] = f.PutVolume(Ramp(6, 32, 32), 2);
+  CHECK_THAT(f.queue->Submit(job).status().message(), Catch::Contains("input \"labels\" has 2 time points (frames), the image 3"));
   CHECK(Must(f.queue->Jobs()).empty());
 }
 

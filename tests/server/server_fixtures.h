@@ -73,9 +73,11 @@ struct QueueFixture {
     queue.reset();
     queue = Must(server::Queue::Open(dir / "server.db", blobs.get(), key, options, [this] { return now.load(); }));
   }
-  BlobRef PutVolume(const Volume& v) {
+  BlobRef PutVolume(const Volume& v, int64_t frames = 1) {
     const std::string path = dir / ("v" + std::to_string(counter++) + ".tif");
-    Must(WriteTiff(path, v));
+    TiffWriteOptions o;
+    o.frames = frames;
+    Must(WriteTiff(path, v, o));
     return Must(blobs->PutFile(path));
   }
   BlobRef PutBytes(const std::string& bytes) { return Must(blobs->Put(bytes)); }

@@ -181,6 +181,32 @@ TEST_CASE("slice regions: built, looked up, validated, and carried by units", "[
              Catch::Contains("must be the slab's slices"));
 }
 
+TEST_CASE("a series' regions keep context inside each time point", "[protocol]") {
+  // 3 time points of 10 slices: slice 10 is the first of time point 1, slice 19 its last.
+  const SliceRegion r = SliceRegion::Around({10, 19, 25}, 2, 30, 3);
+  CHECK(r.FrameDepth() == 10);
+  CHECK(r.FrameStart(19) == 10);
+  CHECK(r.runs == std::vector<std::pair<int64_t, int64_t>>{{10, 13}, {17, 20}, {23, 28}});  // not 8..12, nor 17..22
+  CHECK(r.Validate().ok());
+  WorkUnit train = MakeTrainUnit();
+  train.region = r;
+  CheckRoundTrip(train);
+  CHECK(train.ToJson()["region"]["frames"] == 3);
+  CHECK_FALSE(MakeTrainUnit().ToJson().contains("frames"));
+  CHECK_THAT(ErrorAfter(train, [](Json& j) { j["region"]["frames"] = 4; }),
+             Catch::Contains("region.frames 4 does not divide its 30 slices"));
+  CHECK_THAT(ErrorAfter(train, [](Json& j) { j["region"]["frames"] = 0; }), Catch::Contains("region.frames"));
+  // Slabs of a series: per time point, halos clipped to it, over any range of slices.
+  const std::vector<SlabRange> slabs = PlanSeriesSlabs(30, 3, 5, 30, 4, 2).value();
+  std::vector<std::vector<int64_t>> got;
+  for (const SlabRange& s : slabs) got.push_back({s.z_begin, s.z_end, s.halo_before, s.halo_after});
+  CHECK(got == std::vector<std::vector<int64_t>>{{5, 9, 2, 1}, {9, 10, 2, 0}, {10, 14, 0, 2}, {14, 18, 2, 2},
+                                                 {18, 20, 2, 0}, {20, 24, 0, 2}, {24, 28, 2, 2}, {28, 30, 2, 0}});
+  CHECK(PlanSeriesSlabs(30, 1, 0, 30, 8, 3).value() == PlanSlabs(30, 8, 3).value());
+  CHECK_THAT(PlanSeriesSlabs(30, 4, 0, 30, 8, 3).status().message(), Catch::Contains("30 slices are not 4 time points"));
+  CHECK_THAT(PlanSeriesSlabs(30, 3, 20, 31, 8, 3).status().message(), Catch::Contains("not inside"));
+}
+
 TEST_CASE("blob references and names are validated", "[protocol]") {
   WorkUnit u = MakeTrainUnit();
   CHECK(ErrorAfter(u, [](Json& j) { j["inputs"]["image"]["sha256"] = std::string(64, 'A'); })

@@ -352,8 +352,10 @@ TEST_CASE("stacks written by tifffile open the way their writer meant them", "[t
                     "tifffile.imwrite(\"" + d + "/noaxes.tif\", a, imagej=True)\n"
                     "tifffile.imwrite(\"" + d + "/zyx.tif\", a, imagej=True, metadata={\"axes\": \"ZYX\"})\n"
                     "tifffile.imwrite(\"" + d + "/cyx.tif\", a[:3].astype(np.uint8), imagej=True)\n"
-                    "tifffile.imwrite(\"" + d + "/tzyx.tif\", np.zeros((4, 5, 20, 24), np.uint8), imagej=True, "
-                    "metadata={\"axes\": \"TZYX\"})\n");
+                    "t = (np.arange(4 * 5 * 20 * 24) % 251).astype(np.uint8).reshape(4, 5, 20, 24)\n"
+                    "tifffile.imwrite(\"" + d + "/tzyx.tif\", t, imagej=True, metadata={\"axes\": \"TZYX\"})\n"
+                    "tifffile.imwrite(\"" + d + "/tzcyx.tif\", np.stack([t, 255 - t], axis=2), imagej=True, "
+                    "metadata={\"axes\": \"TZCYX\"})\n");
   const TiffInfo noaxes = ProbeTiff(d + "/noaxes.tif").value();
   CHECK(noaxes.shape == VolumeShape{181, 20, 24, 1});
   CHECK_THAT(noaxes.note, Catch::Contains("channels=181 and no slices") && Catch::Contains("read as 181 slices"));
@@ -365,8 +367,18 @@ TEST_CASE("stacks written by tifffile open the way their writer meant them", "[t
   const TiffInfo cyx = ProbeTiff(d + "/cyx.tif").value();
   CHECK(cyx.shape == VolumeShape{1, 20, 24, 3});
   CHECK(cyx.note.empty());
-  // Time series are refused by name (not yet read).
-  CHECK_THAT(ProbeTiff(d + "/tzyx.tif").status().message(), Catch::Contains("frames=4"));
+  // Time series: T time points of Z slices, time slowest (as ImageJ stores them).
+  const TiffInfo tzyx = ProbeTiff(d + "/tzyx.tif").value();
+  CHECK(tzyx.shape == VolumeShape{20, 20, 24, 1});
+  CHECK(tzyx.frames == 4);
+  const Volume series = ReadTiff(d + "/tzyx.tif").value();
+  CHECK(series.at<uint8_t>(2 * 5 + 3, 7, 9) == ((2 * 5 + 3) * 480 + 7 * 24 + 9) % 251);  // t=2, z=3
+  const TiffInfo tzcyx = ProbeTiff(d + "/tzcyx.tif").value();
+  CHECK(tzcyx.shape == VolumeShape{20, 20, 24, 2});
+  CHECK(tzcyx.frames == 4);
+  const Volume two = ReadTiff(d + "/tzcyx.tif").value();
+  CHECK(two.at<uint8_t>(13, 7, 9, 0) == series.at<uint8_t>(13, 7, 9));
+  CHECK(two.at<uint8_t>(13, 7, 9, 1) == 255 - series.at<uint8_t>(13, 7, 9));
   // A description that cannot fit the pages says what it claims and what the file holds.
   std::string bytes = testing::Slurp(d + "/zyx.tif");
   const size_t at = bytes.find("slices=181");
@@ -376,6 +388,42 @@ TEST_CASE("stacks written by tifffile open the way their writer meant them", "[t
   const Status odd = ProbeTiff(d + "/odd.tif").status();
   CHECK(odd.code() == StatusCode::kDataLoss);
   CHECK_THAT(odd.message(), Catch::Contains("channels=7, but its 181 pages are not a whole number of slices"));
+}
+
+TEST_CASE("a time series is written as a hyperstack that tifffile and Fiji read as T x Z", "[tiff]") {
+  TempDir dir;
+  const std::string d = dir.path();
+  const Volume v = Pattern<uint16_t>({12, 6, 5, 1}, DType::kUInt16);  // 3 time points of 4 slices
+  TiffWriteOptions o;
+  o.frames = 3;
+  REQUIRE(WriteTiff(d + "/series.tif", v, o).ok());
+  const TiffInfo info = ProbeTiff(d + "/series.tif").value();
+  CHECK(info.frames == 3);
+  CHECK(info.shape == v.shape());
+  CHECK(ReadTiff(d + "/series.tif").value() == v);
+  const std::string desc = testing::Slurp(d + "/series.tif");
+  CHECK(desc.find("slices=4\nframes=3\nhyperstack=true") != std::string::npos);
+  // tifffile, reading our file the way Fiji does (its ImageJ metadata): axes TZYX.
+  int rc = -1;
+  const std::string out = testing::RunCommand(
+      "/usr/bin/python3 -c 'import tifffile\nwith tifffile.TiffFile(\"" + d + "/series.tif\") as f:\n"
+      "  s = f.series[0]; a = s.asarray(); print(s.axes, a.shape, int(a[2, 1, 3, 4]))' 2>&1", &rc);
+  INFO(out);
+  REQUIRE(rc == 0);
+  CHECK_THAT(out, Catch::Contains("TZYX (3, 4, 6, 5) " + std::to_string(v.at<uint16_t>(2 * 4 + 1, 3, 4))));
+  // Frames that do not divide the slices are refused before anything is written.
+  o.frames = 5;
+  CHECK_THAT(WriteTiff(d + "/odd.tif", v, o).message(), Catch::Contains("12 slices are not 5 time points"));
+  CHECK_FALSE(std::filesystem::exists(d + "/odd.tif"));
+  // A description whose frames x slices x channels is not the pages: DATA_LOSS naming both.
+  std::string bytes = desc;
+  const size_t at = bytes.find("frames=3");
+  REQUIRE(at != std::string::npos);
+  bytes[at + 7] = '2';
+  testing::Spit(d + "/lie.tif", bytes);
+  const Status lie = ProbeTiff(d + "/lie.tif").status();
+  CHECK(lie.code() == StatusCode::kDataLoss);
+  CHECK_THAT(lie.message(), Catch::Contains("lie.tif") && Catch::Contains("frames=2, slices=4, channels=1 (8 pages), but the file has 12 pages"));
 }
 
 TEST_CASE("memory and file readers agree", "[tiff]") {

@@ -6,6 +6,7 @@
 #define IDLEGRID_CLIENT_SLICE_VIEW_H_
 
 #include <cstdint>
+#include <algorithm>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -33,6 +34,8 @@ class LazyStack {
   const std::string& path() const { return path_; }
   const VolumeShape& shape() const { return shape_; }
   DType dtype() const { return dtype_; }
+  // A time series' time points (shape().z = frames() x slices each; 1 for a volume).
+  int64_t frames() const { return frames_; }
 
   // Slice z as a 1 x Y x X volume.
   StatusOr<std::shared_ptr<const Volume>> Slice(int64_t z);
@@ -44,9 +47,25 @@ class LazyStack {
   std::string path_;
   VolumeShape shape_;
   DType dtype_ = DType::kUInt8;
+  int64_t frames_ = 1;
   size_t capacity_ = 24;
   std::mutex mu_;
   std::list<std::pair<int64_t, std::shared_ptr<const Volume>>> cache_;  // most recent first
+};
+
+// Where a slice of a stack lies in a time series: time point t, slice z of it. The stack's
+// slices are time points one after the other (ImageJ's order), `global` = t * depth + z.
+// A volume is one time point. Plain value.
+struct SeriesIndex {
+  int64_t slices = 1;  // the stack's slices (all time points)
+  int64_t frames = 1;
+  int64_t depth() const { return frames > 0 ? slices / frames : slices; }
+  int64_t Time(int64_t global) const { return global / std::max<int64_t>(depth(), 1); }
+  int64_t Slice(int64_t global) const { return global % std::max<int64_t>(depth(), 1); }
+  // Clamped to the stack.
+  int64_t Global(int64_t t, int64_t z) const;
+  // "Slice 13 of 40", or "Time 2 of 8, slice 13 of 40" for a series (1-based, as shown).
+  std::string Describe(int64_t global) const;
 };
 
 // Display window: values lo..hi map to black..white.
@@ -67,8 +86,9 @@ void BlendLabels(const Volume& labels, int64_t z, const std::vector<uint32_t>& c
 
 enum class Plane { kXY, kXZ, kYZ };
 // A plane through a single-channel volume as a 1 x H x W volume: XY at z=index (Y x X), XZ at
-// y=index (Z x X), YZ at x=index (Z x Y).
-StatusOr<Volume> ExtractPlane(const Volume& v, Plane plane, int64_t index);
+// y=index (Z x X), YZ at x=index (Z x Y). XZ and YZ span slices [z_begin, z_end) (z_end < 0:
+// to the end): one time point of a series.
+StatusOr<Volume> ExtractPlane(const Volume& v, Plane plane, int64_t index, int64_t z_begin = 0, int64_t z_end = -1);
 
 }  // namespace idlegrid::client
 

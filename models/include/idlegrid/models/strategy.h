@@ -31,6 +31,10 @@ struct DataFingerprint {
   int64_t labelled_slices = 0;
   std::vector<int64_t> labelled_z;  // the slices holding labels, in order
   Resources resources;
+  // A time series: shape.z is `frames` time points of FrameDepth() slices (time slowest,
+  // SliceRegion's convention). Architectures are chosen for one time point's depth.
+  int64_t frames = 1;
+  int64_t FrameDepth() const { return frames > 0 ? shape.z / frames : shape.z; }
 };
 
 // Measures image and labels. `labels` (uint8, same Z/Y/X, 0 = unlabelled) is null for

@@ -7,7 +7,8 @@
 //
 // Read files: any stack of equally-sized pages of 8-bit unsigned, 16-bit unsigned or 32-bit
 // float samples (strips or tiles, any compression libtiff decodes), ImageJ hyperstacks with
-// channels, or interleaved multi-sample pages. An ImageJ description with more than 4
+// channels and time points (frames=T: read as T x Z slices, TiffInfo::frames = T), or
+// interleaved multi-sample pages. An ImageJ description with more than 4
 // "channels", no "slices" and one page per channel is a Z stack (TiffInfo::note says so). Every malformed, truncated or unsupported
 // file is an error value, never a crash; libtiff's messages go into the error, not stderr.
 #ifndef IDLEGRID_SHARED_TIFF_IO_H_
@@ -33,6 +34,9 @@ struct TiffInfo {
   // writes a 3D array saved with imagej=True and no axes as "channels=181" and no slices;
   // Fiji would show 181 channels of one slice, and such a stack is read as 181 slices.
   std::string note;
+  // An ImageJ hyperstack with frames=T: T time points of shape.z / T slices each, in
+  // shape.z (time slowest, as the pages are stored). 1 for a 3D stack.
+  int64_t frames = 1;
 };
 
 struct TiffReadOptions {
@@ -78,6 +82,9 @@ struct TiffWriteOptions {
   double spacing_z = 0;
   // Deflate-compressed pages (fast level): for label stacks, which are mostly runs of 0.
   bool deflate = false;
+  // A time series: the stack's slices are `frames` time points of shape.z / frames slices
+  // (ImageJ "frames=", so that Fiji shows T and Z sliders). Must divide shape.z.
+  int64_t frames = 1;
 };
 
 // Writes a stack slice by slice so that an output never has to be whole in memory. The file

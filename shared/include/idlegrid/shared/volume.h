@@ -147,16 +147,28 @@ struct SlabRange {
 // training crop (the labelled slices with the context the network reads) and an inference
 // slab (core + halos) are regions; what a unit moves is its region, not the volume. The
 // file's slices are the runs' slices in order ("local" indices 0..slices()-1).
+//
+// A time series (4D) is `frames` time points of depth / frames slices each, stored in the
+// order ImageJ stores a hyperstack (time slowest): global slice t * FrameDepth() + z. A
+// time point is a volume of its own: context (halos, 3D patches) never crosses from one
+// time point into the next. A 3D volume is frames == 1.
 struct SliceRegion {
   int64_t depth = 0;
   std::vector<std::pair<int64_t, int64_t>> runs;
+  int64_t frames = 1;
+
+  int64_t FrameDepth() const { return frames > 0 ? depth / frames : depth; }
+  // The first slice of the time point that holds global slice z.
+  int64_t FrameStart(int64_t z) const { return FrameDepth() > 0 ? z / FrameDepth() * FrameDepth() : 0; }
 
   // Every slice of a volume of `depth`.
   static SliceRegion Whole(int64_t depth);
   // Slices [begin, end).
   static SliceRegion Range(int64_t depth, int64_t begin, int64_t end);
-  // Each of `slices` widened by `halo` on both sides, clipped to [0, depth), merged.
-  static SliceRegion Around(const std::vector<int64_t>& slices, int64_t halo, int64_t depth);
+  // Each of `slices` widened by `halo` on both sides, clipped to its time point (to
+  // [0, depth) when frames == 1), merged.
+  static SliceRegion Around(const std::vector<int64_t>& slices, int64_t halo, int64_t depth,
+                            int64_t frames = 1);
 
   int64_t slices() const;
   bool whole() const { return runs.size() == 1 && runs[0].first == 0 && runs[0].second == depth; }
@@ -165,14 +177,22 @@ struct SliceRegion {
   // Global slice of local index i (0 <= i < slices()).
   int64_t Global(int64_t i) const;
   // INVALID_ARGUMENT naming `where` unless runs are non-empty, ordered, separated and inside
-  // [0, depth).
+  // [0, depth), and frames divides depth.
   Status Validate(const std::string& where = "region") const;
-  bool operator==(const SliceRegion& o) const { return depth == o.depth && runs == o.runs; }
+  bool operator==(const SliceRegion& o) const {
+    return depth == o.depth && runs == o.runs && frames == o.frames;
+  }
 };
 
 // Splits [0, depth) into consecutive slabs of at most slab_depth slices (the last may be
 // shorter) with `halo` slices of context on each side, clipped to the volume.
 StatusOr<std::vector<SlabRange>> PlanSlabs(int64_t depth, int64_t slab_depth, int64_t halo);
+
+// The same over slices [z_begin, z_end) of a series of `frames` time points of depth /
+// frames slices: slabs never span two time points and their halos are clipped to their own
+// time point. frames == 1 and the whole depth: PlanSlabs.
+StatusOr<std::vector<SlabRange>> PlanSeriesSlabs(int64_t depth, int64_t frames, int64_t z_begin,
+                                                 int64_t z_end, int64_t slab_depth, int64_t halo);
 
 // Copies slices [slab.read_begin(), slab.read_end()) of `volume`.
 StatusOr<Volume> ExtractSlab(const Volume& volume, const SlabRange& slab);
