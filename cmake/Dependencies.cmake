@@ -30,6 +30,8 @@ find_package(ZLIB REQUIRED)
 find_package(OpenSSL 3 REQUIRED)
 find_package(CURL REQUIRED)
 find_package(SQLite3 REQUIRED)
+# HDF5 volumes (ilastik, h5py, beamlines): the C library and its high-level file images.
+find_package(HDF5 REQUIRED COMPONENTS C HL)
 find_package(CLI11 QUIET CONFIG)
 if(NOT TARGET CLI11::CLI11)
   find_path(CLI11_INCLUDE_DIR CLI/CLI.hpp REQUIRED)

@@ -35,6 +35,12 @@ class TempDir {
   std::string path_;
 };
 
+// `s` without trailing newlines and spaces (a command's one-line answer).
+inline std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
 inline std::string Slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream ss;

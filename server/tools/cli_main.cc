@@ -9,19 +9,26 @@
 //   idlegrid cancel JOB             idlegrid fetch JOB -o out.tif [--output labels]
 //   idlegrid token new [--label L]  idlegrid node revoke NODE
 //
+// Volumes are TIFF stacks (3D, or ImageJ hyperstacks with time points) or HDF5 datasets named
+// file.h5:/path/to/dataset, in and out (converted to and from TIFF here, streamed: the grid
+// moves TIFF only).
+//
 // --server/--token/--fingerprint (or --ca) override the config file
 // (shared/config.h: $IDLEGRID_CONFIG_DIR or ~/.config/idlegrid/config.json).
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 
 #include <CLI/CLI.hpp>
 
 #include "idlegrid/shared/api_client.h"
 #include "idlegrid/shared/config.h"
+#include "idlegrid/shared/crypto.h"
 #include "idlegrid/shared/files.h"
+#include "idlegrid/shared/hdf5_io.h"
 
 namespace idlegrid {
 namespace {
@@ -44,8 +51,10 @@ class TransferProgress {
     static TransferProgress p;
     return p;
   }
-  void Start(const std::string& what) {
+  // `unit`: "MiB" for bytes, or a count's name ("slices").
+  void Start(const std::string& what, const std::string& unit = "MiB") {
     what_ = what;
+    unit_ = unit;
     t0_ = last_ = std::chrono::steady_clock::now();
     last_done_ = -1;
     shown_ = false;
@@ -59,9 +68,14 @@ class TransferProgress {
     const double s = std::chrono::duration<double>(now - t0_).count();
     const double rate = s > 0 ? static_cast<double>(done) / s : 0;
     const double left = rate > 0 ? static_cast<double>(total - done) / rate : 0;
-    std::fprintf(stderr, "\r%s: %.1f of %.1f MiB (%.0f%%), %.0f MiB/s, about %.0f s left   ", what_.c_str(),
-                 static_cast<double>(done) / (1 << 20), static_cast<double>(total) / (1 << 20),
-                 100.0 * static_cast<double>(done) / static_cast<double>(total), rate / (1 << 20), left);
+    const double pct = 100.0 * static_cast<double>(done) / static_cast<double>(total);
+    if (unit_ != "MiB") {
+      std::fprintf(stderr, "\r%s: %lld of %lld %s (%.0f%%), about %.0f s left   ", what_.c_str(), static_cast<long long>(done),
+                   static_cast<long long>(total), unit_.c_str(), pct, left);
+    } else {
+      std::fprintf(stderr, "\r%s: %.1f of %.1f MiB (%.0f%%), %.0f MiB/s, about %.0f s left   ", what_.c_str(),
+                   static_cast<double>(done) / (1 << 20), static_cast<double>(total) / (1 << 20), pct, rate / (1 << 20), left);
+    }
     shown_ = true;
   }
   void Finish() {
@@ -70,11 +84,79 @@ class TransferProgress {
   }
 
  private:
-  std::string what_;
+  std::string what_, unit_;
   std::chrono::steady_clock::time_point t0_, last_;
   int64_t last_done_ = -1;
   bool shown_ = false;
 };
+
+// A volume on its way to or from the grid, which moves TIFF stacks only: an HDF5 dataset
+// ("file.h5:/path") goes through a TIFF stack in the cache folder, converted a range of
+// slices at a time (never whole in memory), which is deleted afterwards.
+class StagedVolume {
+ public:
+  StagedVolume() = default;
+  StagedVolume(const StagedVolume&) = delete;
+  StagedVolume& operator=(const StagedVolume&) = delete;
+  ~StagedVolume() {
+    if (!tiff_.empty() && temporary_) std::remove(tiff_.c_str());
+  }
+  // The TIFF to upload for `spec` (the file itself, or `spec` converted from HDF5).
+  Status ForUpload(const std::string& spec) {
+    spec_ = ParseVolumePath(spec);
+    if (!spec_.hdf5) {
+      tiff_ = spec;
+      return Status::Ok();
+    }
+    IDLEGRID_RETURN_IF_ERROR(Temporary());
+    IDLEGRID_ASSIGN_OR_RETURN(Hdf5Info info, ProbeHdf5(spec_));
+    if (!info.note.empty()) std::fprintf(stderr, "%s: %s\n", spec.c_str(), info.note.c_str());
+    TransferProgress::Get().Start("converting " + spec_.file + ":" + info.dataset + " (" + info.shape.ToString() + ") to TIFF", "slices");
+    Status st = ConvertHdf5ToTiff(spec_, tiff_, [](int64_t done, int64_t total) { TransferProgress::Get().Show(done, total); });
+    TransferProgress::Get().Finish();
+    return st;
+  }
+  // Where to download a job output for `spec`: the file itself, or a TIFF that Finish()
+  // converts into the named HDF5 dataset.
+  Status ForDownload(const std::string& spec) {
+    spec_ = ParseVolumePath(spec);
+    if (!spec_.hdf5) {
+      tiff_ = spec;
+      return Status::Ok();
+    }
+    if (spec_.dataset.empty()) return InvalidArgumentError("name the dataset to write: " + spec + ":/path/to/dataset");
+    return Temporary();
+  }
+  Status Finish() {
+    if (!spec_.hdf5) return Status::Ok();
+    TransferProgress::Get().Start("writing " + spec_.ToString(), "slices");
+    Status st = ConvertTiffToHdf5(tiff_, spec_, [](int64_t done, int64_t total) { TransferProgress::Get().Show(done, total); });
+    TransferProgress::Get().Finish();
+    return st;
+  }
+  const std::string& tiff() const { return tiff_; }
+
+ private:
+  Status Temporary() {
+    IDLEGRID_ASSIGN_OR_RETURN(Paths paths, ResolvePaths());
+    const std::string dir = paths.cache_dir + "/staging";
+    IDLEGRID_RETURN_IF_ERROR(MakeDirs(dir, 0700));
+    tiff_ = dir + "/" + RandomToken(8) + ".tif";
+    temporary_ = true;
+    return Status::Ok();
+  }
+  VolumePath spec_;
+  std::string tiff_;
+  bool temporary_ = false;
+};
+
+// A volume argument: an existing file, or an existing HDF5 file with a dataset path.
+const CLI::Validator kVolumeFile(
+    [](std::string& spec) -> std::string {
+      const std::string file = ParseVolumePath(spec).file;
+      return std::filesystem::is_regular_file(file) ? "" : "File does not exist: " + file;
+    },
+    "FILE[:/DATASET]");
 
 StatusOr<std::unique_ptr<ApiClient>> Connect(Global g) {
   IDLEGRID_ASSIGN_OR_RETURN(Json config, LoadConfig(g.config_file));
@@ -209,21 +291,21 @@ int main(int argc, char** argv) {
     c->add_option("--timeout", timeout_s, "with --wait: give up after this many seconds");
   };
   auto* seg = submit->add_subcommand("segment", "train candidate models on painted labels, keep the best, segment the volume");
-  seg->add_option("--image", image, "volume (TIFF)")->required()->check(CLI::ExistingFile);
-  seg->add_option("--labels", labels, "labels (TIFF, uint8: 0 unlabelled, 1..K classes)")->required()->check(CLI::ExistingFile);
+  seg->add_option("--image", image, "volume (TIFF, or file.h5:/dataset)")->required()->check(kVolumeFile);
+  seg->add_option("--labels", labels, "labels (TIFF or HDF5, uint8: 0 unlabelled, 1..K classes)")->required()->check(kVolumeFile);
   common(seg);
   auto* den = submit->add_subcommand("denoise", "self-supervised denoising (no labels)");
-  den->add_option("--image", image, "noisy volume (TIFF)")->required()->check(CLI::ExistingFile);
+  den->add_option("--image", image, "noisy volume (TIFF, or file.h5:/dataset)")->required()->check(kVolumeFile);
   common(den);
   auto* tr = submit->add_subcommand("train", "train one model");
-  tr->add_option("--image", image, "volume (TIFF)")->required()->check(CLI::ExistingFile);
-  tr->add_option("--labels", labels, "labels (TIFF); without: a denoiser")->check(CLI::ExistingFile);
+  tr->add_option("--image", image, "volume (TIFF, or file.h5:/dataset)")->required()->check(kVolumeFile);
+  tr->add_option("--labels", labels, "labels (TIFF or HDF5); without: a denoiser")->check(kVolumeFile);
   tr->add_option("--model", config_path, "model configuration (JSON); default: planned from the data")->check(CLI::ExistingFile);
   tr->add_option("--epochs-per-unit", epochs_per_unit, "epochs per work unit; default: sized to minutes");
   common(tr);
   auto* inf = submit->add_subcommand("infer", "apply a model package to a volume");
   inf->add_option("--model", model, "model package (.pt)")->required()->check(CLI::ExistingFile);
-  inf->add_option("--volume", volume, "volume (TIFF)")->required()->check(CLI::ExistingFile);
+  inf->add_option("--volume", volume, "volume (TIFF, or file.h5:/dataset)")->required()->check(kVolumeFile);
   inf->add_option("--config", config_path, "the model's configuration (JSON), unless this server trained it")->check(CLI::ExistingFile);
   inf->add_option("--output", output, "labels, probabilities or denoised");
   common(inf);
@@ -240,7 +322,7 @@ int main(int argc, char** argv) {
   cancel->add_option("job", job_id)->required();
   auto* fetch = app.add_subcommand("fetch", "download a job's output");
   fetch->add_option("job", job_id)->required();
-  fetch->add_option("-o,--out", dest, "destination file")->required();
+  fetch->add_option("-o,--out", dest, "destination file (TIFF, or file.h5:/dataset for HDF5)")->required();
   fetch->add_option("--output", output, "which output (default: labels, denoised or model)");
   auto* token = app.add_subcommand("token", "tokens");
   token->require_subcommand(1);
@@ -291,7 +373,11 @@ int main(int argc, char** argv) {
     Job job;
     job.job_id = "new";
     job.name = name;
-    auto upload = [&](const std::string& input, const std::string& path) -> Status {
+    std::vector<std::unique_ptr<StagedVolume>> staged;
+    auto upload = [&](const std::string& input, const std::string& spec) -> Status {
+      staged.push_back(std::make_unique<StagedVolume>());
+      if (input != "model") IDLEGRID_RETURN_IF_ERROR(staged.back()->ForUpload(spec).WithContext(input));
+      const std::string path = input != "model" ? staged.back()->tiff() : spec;
       StatusOr<uint64_t> size = FileSize(path);
       if (!size.ok()) return size.status().WithContext(input);
       std::fprintf(stderr, "hashing %s (%s, %.1f MiB) ...\n", path.c_str(), input.c_str(),
@@ -417,9 +503,14 @@ int main(int argc, char** argv) {
         return Fail(NotFoundError("job " + job_id + " has no output yet (state " + (*s)["state"].get<std::string>() + ")"));
       }
     }
-    TransferProgress::Get().Start("downloading " + output + " to " + dest);
-    Status st = api.FetchOutput(job_id, output, dest);
+    StagedVolume target;
+    Status st = output == "model" ? Status::Ok() : target.ForDownload(dest);
+    if (!st.ok()) return Fail(st);
+    const std::string path = output == "model" ? dest : target.tiff();
+    TransferProgress::Get().Start("downloading " + output + " to " + path);
+    st = api.FetchOutput(job_id, output, path);
     TransferProgress::Get().Finish();
+    if (st.ok() && output != "model") st = target.Finish();
     if (!st.ok()) return Fail(st);
     std::printf("%s -> %s\n", output.c_str(), dest.c_str());
     return 0;

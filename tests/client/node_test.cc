@@ -21,6 +21,7 @@
 #include "idlegrid/server/server.h"
 #include "idlegrid/shared/api_client.h"
 #include "idlegrid/shared/crypto.h"
+#include "idlegrid/shared/hdf5_io.h"
 #include "idlegrid/shared/tiff_io.h"
 #include "models/model_fixtures.h"
 #include "test_util.h"
@@ -545,6 +546,66 @@ TEST_CASE("a time series segments through the grid: labels on one time point, a 
   b->Signal(SIGTERM);
   CHECK(a->Wait(10000) == 0);
   CHECK(b->Wait(10000) == 0);
+}
+
+TEST_CASE("HDF5 in and out through the console: a series dataset denoised, fetched as TIFF and as HDF5", "[client][node]") {
+  Grid g;
+  // The small sample and its mirror image as two time points, as h5py writes them (chunked,
+  // gzip, 4D without an axes attribute).
+  Must(WriteTiff(g.dir / "sample.tif", testing::SmallSample().image));
+  int rc = -1;
+  const std::string py = testing::RunCommand(
+      "/usr/bin/python3 -c 'import numpy as np, h5py, tifffile\na = tifffile.imread(\"" + g.dir / "sample.tif" +
+          "\")\nwith h5py.File(\"" + g.dir / "series.h5" + "\", \"w\") as f:\n"
+          "  f.create_dataset(\"entry/raw\", data=np.stack([a, a[:, :, ::-1]]), chunks=(1, 4, 32, 32), compression=\"gzip\")' 2>&1",
+      &rc);
+  INFO(py);
+  REQUIRE(rc == 0);
+  // A tiny denoiser trained through the API (what the console would plan takes minutes).
+  const models::ModelConfig c = testing::TinyDenoiserConfig(1, 2);
+  Job train;
+  train.kind = JobKind::kTrain;
+  train.inputs["image"] = g.image;
+  train.config = {{"model", models::ConfigToJson(c)}};
+  const std::string trained = Must(g.admin->Submit(train))["job_id"];
+  auto node = g.Run(g.NewNode(), {});
+  Json t = g.WaitFor(trained, [](const Json& j) { return j["state"] == "done" || j["state"] == "failed"; }, 120);
+  REQUIRE(t["state"] == "done");
+  Must(g.admin->FetchOutput(trained, "model", g.dir / "model.pt"));
+  testing::Spit(g.dir / "model.json", models::ConfigToJson(c).dump());
+  const std::string cli = "/usr/bin/env IDLEGRID_CONFIG_DIR=" + g.dir / "cli" + " IDLEGRID_CACHE_DIR=" + g.dir / "cli-cache" + " " +
+                          kBin + "/idlegrid --server " + g.server->url() + " --fingerprint " + g.server->fingerprint() +
+                          " --token " + g.server->first_start().admin_token + " ";
+  const std::string job = testing::Trim(testing::RunCommand(
+      cli + "submit infer --model " + g.dir / "model.pt" + " --volume " + g.dir / "series.h5:/entry/raw" + " --config " +
+          g.dir / "model.json" + " 2>" + g.dir / "submit.err",
+      &rc));
+  const std::string said = testing::Slurp(g.dir / "submit.err");
+  INFO(said);
+  REQUIRE(rc == 0);
+  CHECK_THAT(said, Catch::Contains("read as 2 time points") && Catch::Contains("converting"));
+  Json s = g.WaitFor(job, [](const Json& j) { return j["state"] == "done" || j["state"] == "failed"; }, 120);
+  INFO(s.dump());
+  REQUIRE(s["state"] == "done");
+  for (const Json& u : s["units"]) CHECK(u["region"]["frames"] == 2);
+  testing::RunCommand(cli + "fetch " + job + " -o " + g.dir / "out.h5:/denoised/volume" + " 2>&1", &rc);
+  REQUIRE(rc == 0);
+  testing::RunCommand(cli + "fetch " + job + " -o " + g.dir / "out.tif" + " 2>&1", &rc);
+  REQUIRE(rc == 0);
+  const TiffInfo tif = Must(ProbeTiff(g.dir / "out.tif"));
+  CHECK(tif.frames == 2);
+  CHECK(tif.shape == VolumeShape{24, 64, 64, 1});
+  auto h5 = Must(Hdf5Reader::Open(ParseVolumePath(g.dir / "out.h5:/denoised/volume")));
+  CHECK(h5->info().frames == 2);
+  CHECK(h5->info().axes == "TZYX");
+  CHECK(Must(h5->ReadSlices(0, -1)) == Must(ReadTiff(g.dir / "out.tif")));
+  // Nothing is left in the staging folder; a dataset name is needed to write HDF5.
+  CHECK(std::filesystem::is_empty(g.dir / "cli-cache/staging"));
+  const std::string err = testing::RunCommand(cli + "fetch " + job + " -o " + g.dir / "x.h5" + " 2>&1", &rc);
+  CHECK(rc != 0);
+  CHECK_THAT(err, Catch::Contains("name the dataset to write"));
+  node->Signal(SIGTERM);
+  CHECK(node->Wait(10000) == 0);
 }
 
 TEST_CASE("a sweep and its inference run through two nodes", "[client][node]") {

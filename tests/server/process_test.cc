@@ -58,10 +58,7 @@ struct ServerProcess {
   }
 };
 
-std::string Trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
+using testing::Trim;
 
 TEST_CASE("idlegrid-server prints how to reach it and stops cleanly on SIGTERM", "[server][process]") {
   TempDir dir;
