@@ -6,6 +6,7 @@
 #include "idlegrid/models/config_json.h"
 #include "idlegrid/models/strategy.h"
 #include "idlegrid/shared/files.h"
+#include "idlegrid/shared/hdf5_io.h"
 #include "idlegrid/shared/tiff_io.h"
 
 namespace idlegrid::client {
@@ -45,7 +46,20 @@ StatusOr<std::unique_ptr<Wizard>> Wizard::Create(WizardOptions options) {
 
 Wizard::~Wizard() = default;
 
-Status Wizard::Open(const std::string& image_path) {
+Status Wizard::Open(const std::string& spec) {
+  // The grid moves TIFF stacks: an HDF5 dataset becomes one in the session folder (streamed).
+  std::string image_path = spec;
+  if (const VolumePath source = ParseVolumePath(spec); source.hdf5) {
+    IDLEGRID_RETURN_IF_ERROR(MakeDirs(o_.session_dir, 0700));
+    image_path = o_.session_dir + "/image.tif";
+    const std::string tmp = image_path + ".tmp";
+    Status converted = ConvertHdf5ToTiff(source, tmp);
+    if (!converted.ok()) {
+      std::remove(tmp.c_str());
+      return converted;
+    }
+    if (std::rename(tmp.c_str(), image_path.c_str()) != 0) return ErrnoError("rename " + tmp, errno);
+  }
   IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<LazyStack> stack, LazyStack::Open(image_path));
   {
     std::lock_guard<std::mutex> lock(image_mu_);

@@ -8,6 +8,7 @@
 #include "pages.h"
 #include "idlegrid/shared/config.h"
 #include "idlegrid/shared/files.h"
+#include "idlegrid/shared/hdf5_io.h"
 #include "idlegrid/shared/tiff_io.h"
 
 namespace idlegrid::client {
@@ -55,13 +56,7 @@ WizardFrame::WizardFrame(const GuiOptions& o)
   panel->SetSizer(s);
   Go(kStart);
 
-  Bind(wxEVT_MENU, [this](wxCommandEvent&) {
-    wxFileDialog d(this, "Open a volume", "", "", "TIFF stacks (*.tif;*.tiff)|*.tif;*.tiff;*.TIF;*.TIFF|All files|*",
-                   wxFD_OPEN | wxFD_FILE_MUST_EXIST);
-    if (d.ShowModal() != wxID_OK) return;
-    Status st = OpenVolume(d.GetPath().utf8_string());
-    if (!st.ok()) Fail("Cannot open this volume", st);
-  }, wxID_OPEN);
+  Bind(wxEVT_MENU, [this](wxCommandEvent&) { AskAndOpenVolume(); }, wxID_OPEN);
   Bind(wxEVT_MENU, [this](wxCommandEvent&) {
     Status st = ReopenSession();
     if (!st.ok()) Fail("Cannot continue the last session", st);
@@ -238,6 +233,32 @@ void WizardFrame::ConnectGrid() {
   }
   Autosave();
   StartGrid(grid);
+}
+
+void WizardFrame::AskAndOpenVolume() {
+  wxFileDialog d(this, "Open a volume", "", "",
+                 "Volumes (TIFF, HDF5)|*.tif;*.tiff;*.TIF;*.TIFF;*.h5;*.hdf5;*.hdf;*.he5;*.nxs|All files|*",
+                 wxFD_OPEN | wxFD_FILE_MUST_EXIST);
+  if (d.ShowModal() != wxID_OK) return;
+  std::string path = d.GetPath().utf8_string();
+  if (ParseVolumePath(path).hdf5) {
+    StatusOr<std::vector<std::string>> sets = ListHdf5Datasets(path);
+    if (!sets.ok()) return Fail("Cannot open this volume", sets.status());
+    if (sets->empty()) return Fail("Cannot open this volume", InvalidArgumentError(path + " holds no image dataset"));
+    size_t chosen = 0;
+    if (sets->size() > 1) {
+      wxArrayString names;
+      for (const std::string& n : *sets) names.Add(U(n));
+      const int i = wxGetSingleChoiceIndex("This file holds several datasets. Which one is the volume?", "idlegrid", names, this);
+      if (i < 0) return;
+      chosen = static_cast<size_t>(i);
+    }
+    path += ":" + (*sets)[chosen];
+    Say(U("Converting " + path + " for the grid..."));
+  }
+  wxBusyCursor busy;
+  Status st = OpenVolume(path);
+  if (!st.ok()) Fail("Cannot open this volume", st);
 }
 
 Status WizardFrame::OpenVolume(const std::string& path) {

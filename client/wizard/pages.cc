@@ -93,13 +93,7 @@ StartPage::StartPage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent), fr
   grid_ = new wxStaticText(this, wxID_ANY, "Starting this computer's grid...");
   s->Add(grid_, 0, wxLEFT | wxRIGHT, 16);
   SetSizer(s);
-  open_->Bind(wxEVT_BUTTON, [this](wxCommandEvent&) {
-    wxFileDialog d(this, "Open a volume", "", "", "TIFF stacks (*.tif;*.tiff)|*.tif;*.tiff;*.TIF;*.TIFF|All files|*",
-                   wxFD_OPEN | wxFD_FILE_MUST_EXIST);
-    if (d.ShowModal() != wxID_OK) return;
-    Status st = frame_->OpenVolume(d.GetPath().utf8_string());
-    if (!st.ok()) frame_->Fail("Cannot open this volume", st);
-  });
+  open_->Bind(wxEVT_BUTTON, [this](wxCommandEvent&) { frame_->AskAndOpenVolume(); });
   reopen_->Bind(wxEVT_BUTTON, [this](wxCommandEvent&) {
     Status st = frame_->ReopenSession();
     if (!st.ok()) frame_->Fail("Cannot continue the last session", st);

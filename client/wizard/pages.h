@@ -208,6 +208,9 @@ class WizardFrame : public wxFrame {
   // The flow (buttons, menus and scripts call these).
   void StartGrid(const Json& grid);
   Status OpenVolume(const std::string& path);
+  // The file dialog (TIFF or HDF5; for an HDF5 file with several image datasets, which one),
+  // then OpenVolume; failures are shown.
+  void AskAndOpenVolume();
   Status ReopenSession();
   void ConnectGrid();
   Status TrainCandidates();

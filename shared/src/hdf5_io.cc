@@ -423,6 +423,23 @@ StatusOr<Hdf5Info> ProbeHdf5(const VolumePath& path) {
   return r->info();
 }
 
+StatusOr<std::vector<std::string>> ListHdf5Datasets(const std::string& file) {
+  std::lock_guard<std::mutex> lock(Hdf5Mutex());
+  QuietErrors();
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) return NotFoundError(file + ": no such file");
+  if (H5Fis_hdf5(file.c_str()) <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return InvalidArgumentError(file + " is not an HDF5 file");
+  }
+  Handle f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (!f.ok()) return Hdf5Error(StatusCode::kDataLoss, file + ": cannot open it as HDF5");
+  std::vector<std::string> list;
+  H5Lvisit(f.get(), H5_INDEX_NAME, H5_ITER_INC, ListDataset, &list);
+  H5Eclear2(H5E_DEFAULT);
+  return list;
+}
+
 // Writer -------------------------------------------------------------------
 
 struct Hdf5Writer::State {

@@ -11,6 +11,7 @@
 #include "idlegrid/client/wizard.h"
 #include "idlegrid/models/model.h"
 #include "idlegrid/server/server.h"
+#include "idlegrid/shared/hdf5_io.h"
 #include "idlegrid/shared/tiff_io.h"
 #include "models/model_fixtures.h"
 #include "test_util.h"
@@ -192,6 +193,27 @@ TEST_CASE("the errors a wizard user can meet are clear and lose no labels", "[cl
   CHECK(bad.code() == StatusCode::kInvalidArgument);
   CHECK_THAT(bad.message(), Catch::Contains("not a volume"));
   CHECK_FALSE(w->is_open());
+
+  // An HDF5 dataset opens as the stack it holds (converted into the session), a series with
+  // its time points; a wrong dataset is named.
+  const Volume volume = ReadTiff(dir / "volume.tif").value();
+  VolumeShape doubled = volume.shape();
+  doubled.z *= 2;
+  Hdf5WriteOptions two;
+  two.frames = 2;
+  {
+    auto h5 = Hdf5Writer::Open(ParseVolumePath(dir / "scan.h5:/entry/raw"), doubled, volume.dtype(), two).value();
+    REQUIRE(h5->Append(volume).ok());
+    REQUIRE(h5->Append(volume).ok());
+    REQUIRE(h5->Close().ok());
+  }
+  CHECK_THAT(w->Open(dir / "scan.h5:/entry/nope").message(), Catch::Contains("dataset /entry/nope does not exist"));
+  CHECK_FALSE(w->is_open());
+  REQUIRE(w->Open(dir / "scan.h5:/entry/raw").ok());
+  CHECK(w->stack().shape() == doubled);
+  CHECK(w->stack().frames() == 2);
+  CHECK(w->session().image_path == dir / "session/image.tif");
+  CHECK(*w->stack().Slice(volume.shape().z + 1).value() == ExtractSlab(volume, SlabRange{1, 2, 0, 0}).value());
 
   // A failed (here: cancelled) job is a message naming the job, not a hang.
   REQUIRE(w->Open(dir / "volume.tif").ok());

@@ -46,8 +46,10 @@ class Wizard {
   static StatusOr<std::unique_ptr<Wizard>> Create(WizardOptions options);
   ~Wizard();
 
-  // A new session on a volume (TIFF stack or single image); or the saved one in session_dir.
-  // Reads the header only: slices are read as they are shown (stack()).
+  // A new session on a volume (TIFF stack or single image, or an HDF5 dataset
+  // "file.h5:/path", converted to a TIFF stack in session_dir first, a range of slices at a
+  // time); or the saved one in session_dir. Reads the header only: slices are read as they
+  // are shown (stack()).
   Status Open(const std::string& image_path);
   Status Reopen();
   // Autosave: the session, and the labels when they changed since the last save. Thread-safe.

@@ -31,6 +31,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "idlegrid/shared/status.h"
 #include "idlegrid/shared/volume.h"
@@ -60,6 +61,9 @@ struct Hdf5Info {
 };
 
 StatusOr<Hdf5Info> ProbeHdf5(const VolumePath& path);
+// The datasets of two or more dimensions in an HDF5 file (at most 64), for a "which one?"
+// choice.
+StatusOr<std::vector<std::string>> ListHdf5Datasets(const std::string& file);
 
 // Reads ranges of slices of one dataset through one open handle. Memory: the range asked
 // for, plus libhdf5's chunk cache (bounded, 64 MiB).
