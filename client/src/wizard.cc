@@ -328,10 +328,23 @@ StatusOr<std::string> Wizard::Apply() {
   return id;
 }
 
-Status Wizard::Export(const std::string& apply_job, const std::string& labels_tif, const std::string& model_pt) {
+Status Wizard::Export(const std::string& apply_job, const std::string& labels_path, const std::string& model_pt) {
   IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->JobStatus(apply_job));
   if (s["state"] != "done") return FailedPreconditionError("the segmentation is still " + s["state"].get<std::string>());
-  IDLEGRID_RETURN_IF_ERROR(api_->FetchOutput(apply_job, "labels", labels_tif));
+  if (!labels_path.empty()) {
+    VolumePath out = ParseVolumePath(labels_path);
+    if (out.hdf5) {  // the grid gives TIFF: converted into the HDF5 file, streamed
+      if (out.dataset.empty()) out.dataset = "/labels";
+      const std::string tmp = out.file + ".download.tif";
+      Status st = api_->FetchOutput(apply_job, "labels", tmp);
+      if (st.ok()) st = ConvertTiffToHdf5(tmp, out);
+      std::remove(tmp.c_str());
+      IDLEGRID_RETURN_IF_ERROR(st);
+    } else {
+      IDLEGRID_RETURN_IF_ERROR(api_->FetchOutput(apply_job, "labels", labels_path));
+    }
+  }
+  if (model_pt.empty()) return Status::Ok();
   IDLEGRID_ASSIGN_OR_RETURN(BlobRef model, ChosenModel());
   return api_->DownloadBlob(model, model_pt);
 }

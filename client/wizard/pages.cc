@@ -679,7 +679,8 @@ ApplyPage::ApplyPage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent), fr
     const std::string base = image.substr(0, image.rfind('.') == std::string::npos ? image.size() : image.rfind('.'));
     wxFileDialog d(this, labels ? "Export the labels" : "Export the model", "",
                    U(base.substr(base.rfind('/') + 1) + (labels ? "-labels.tif" : "-model.pt")),
-                   labels ? "TIFF stack (*.tif)|*.tif" : "idlegrid model (*.pt)|*.pt", wxFD_SAVE | wxFD_OVERWRITE_PROMPT);
+                   labels ? "TIFF stack (*.tif)|*.tif|HDF5, dataset /labels (*.h5)|*.h5" : "idlegrid model (*.pt)|*.pt",
+                   wxFD_SAVE | wxFD_OVERWRITE_PROMPT);
     if (d.ShowModal() != wxID_OK) return;
     const std::string path = d.GetPath().utf8_string();
     Status st = labels ? Export(path, "") : Export("", path);
@@ -766,11 +767,7 @@ Status ApplyPage::Export(const std::string& labels_tif, const std::string& model
   Wizard* w = frame_->wizard();
   if (job_.empty()) return FailedPreconditionError("apply the model first");
   // Both downloads are small next to the volume; the labels come from the grid as stitched.
-  if (!labels_tif.empty()) IDLEGRID_RETURN_IF_ERROR(w->grid().FetchOutput(job_, "labels", labels_tif));
-  if (!model_pt.empty()) {
-    IDLEGRID_ASSIGN_OR_RETURN(BlobRef m, w->ChosenModel());
-    IDLEGRID_RETURN_IF_ERROR(w->grid().DownloadBlob(m, model_pt));
-  }
+  IDLEGRID_RETURN_IF_ERROR(w->Export(job_, labels_tif, model_pt));
   frame_->Say(U("Exported " + labels_tif + (labels_tif.empty() || model_pt.empty() ? "" : " and ") + model_pt));
   return Status::Ok();
 }

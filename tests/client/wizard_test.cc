@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <sstream>
 #include <thread>
 
@@ -99,6 +100,10 @@ TEST_CASE("the wizard's flow from a volume to an exported segmentation", "[clien
   REQUIRE(w->Export(apply, dir / "labels.tif", dir / "model.pt").ok());
   const Volume labels = ReadTiff(dir / "labels.tif").value();
   CHECK(labels.shape() == sample.image.shape());
+  // The same labels as an HDF5 dataset (dataset /labels when the name has none).
+  REQUIRE(w->Export(apply, dir / "labels.h5", "").ok());
+  CHECK(Hdf5Reader::Open(ParseVolumePath(dir / "labels.h5:/labels")).value()->ReadSlices(0, -1).value() == labels);
+  CHECK_FALSE(std::filesystem::exists(dir / "labels.h5.download.tif"));
   auto model = models::Model::Load(dir / "model.pt");
   REQUIRE(model.ok());
   CHECK((*model)->config().num_classes == 3);

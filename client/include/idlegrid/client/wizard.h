@@ -89,8 +89,10 @@ class Wizard {
   Status AdoptModel(const std::string& job_id);
   // Segments the whole volume with the chosen model; returns the job id.
   StatusOr<std::string> Apply();
-  // Writes the applied labels (TIFF, readable by Fiji) and the chosen model package.
-  Status Export(const std::string& apply_job, const std::string& labels_tif, const std::string& model_pt);
+  // Writes the applied labels and the chosen model package (either path empty: not that one).
+  // Labels: a TIFF stack Fiji reads (a hyperstack for a series), or an HDF5 dataset
+  // ("file.h5:/path"; "file.h5" alone: dataset /labels).
+  Status Export(const std::string& apply_job, const std::string& labels_path, const std::string& model_pt);
   // Self-supervised denoising of the whole volume (no labels); returns the job id.
   StatusOr<std::string> Denoise();
 
