@@ -25,6 +25,7 @@
 #include "child_process.h"
 #include "idlegrid/client/node.h"
 #include "idlegrid/models/config_json.h"
+#include "idlegrid/models/strategy.h"
 #include "idlegrid/shared/api_client.h"
 #include "idlegrid/shared/files.h"
 #include "idlegrid/shared/tiff_io.h"
@@ -71,6 +72,29 @@ void WriteImage(const std::string& path, VolumeShape shape) {
     Must(w->Append(v), "write image");
   }
   Must(w->Close(), "close image");
+}
+
+// A time series: `frames` time points of `shape` (time slowest), the phases drifting along X
+// between time points, as an ImageJ hyperstack.
+void WriteSeries(const std::string& path, VolumeShape shape, int64_t frames) {
+  TiffWriteOptions o;
+  o.frames = frames;
+  VolumeShape all = shape;
+  all.z *= frames;
+  auto w = Must(TiffWriter::Open(path, all, DType::kUInt16, o), "open series");
+  uint32_t rng = 777;
+  for (int64_t t = 0; t < frames; ++t) {
+    Volume v = Must(Volume::CreateUninitialized(shape, DType::kUInt16), "time point");
+    uint16_t* p = v.data<uint16_t>();
+    for (int64_t z = 0; z < shape.z; ++z)
+      for (int64_t y = 0; y < shape.y; ++y)
+        for (int64_t x = 0; x < shape.x; ++x) {
+          rng = rng * 1664525u + 1013904223u;
+          p[(z * shape.y + y) * shape.x + x] = static_cast<uint16_t>((Phase(z, y, x + 9 * t) ? 1800 : 1000) + (rng >> 24));
+        }
+    Must(w->Append(v), "write series");
+  }
+  Must(w->Close(), "close series");
 }
 
 // Labels: horizontal strokes (3 px) on slice `labelled`, each pixel its phase; zero elsewhere.
@@ -191,18 +215,47 @@ models::ModelConfig TinyModel() {
   return c;
 }
 
+// A small self-supervised denoiser, planned for the generated intensities and cut to a few
+// steps (the benchmark measures data movement and memory, not quality).
+models::ModelConfig TinyDenoiser(VolumeShape shape) {
+  models::DataFingerprint fp;
+  fp.shape = shape;
+  fp.p005 = 1000;
+  fp.p995 = 2055;
+  fp.mean = 1527;
+  fp.std = 400;
+  models::ModelConfig c = models::PlanDenoiser(fp);
+  c.base_filters = 8;
+  c.depth = 2;
+  c.patch_y = c.patch_x = 64;
+  c.batch_size = 8;
+  c.epochs = 1;
+  c.steps_per_epoch = 20;
+  return c;
+}
+
+// Bytes of volume data the nodes have downloaded so far.
+int64_t NodesDownloaded(const std::vector<std::string>& sockets) {
+  int64_t bytes = 0;
+  for (const std::string& s : sockets) bytes += Must(client::QueryNode(s, "status"), "node status")["data_bytes_downloaded"].get<int64_t>();
+  return bytes;
+}
+
 std::string Submit(ApiClient& admin, Job job) { return Must(admin.Submit(job), "submit")["job_id"]; }
 
 int Run(int argc, char** argv) {
   CLI::App app{"big_volume_bench"};
   std::string bin, dir = "/tmp/idlegrid-big-volume";
-  int64_t slices = 1024, side = 1024;
+  int64_t slices = 1024, side = 1024, frames = 8, frame_slices = 24, frame_side = 384;
   bool keep = false;
   app.add_option("--bin", bin)->required();
   app.add_option("--dir", dir);
   app.add_option("--slices", slices);
   app.add_option("--side", side);
   app.add_flag("--keep", keep);
+  app.add_option("--frames", frames, "time points of the series (a denoise job)");
+  app.add_option("--frame-slices", frame_slices);
+  app.add_option("--frame-side", frame_side);
   CLI11_PARSE(app, argc, argv);
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
@@ -213,6 +266,8 @@ int Run(int argc, char** argv) {
   WriteLabels(dir + "/big_labels.tif", big, big.z / 2);
   WriteImage(dir + "/small.tif", small);
   WriteLabels(dir + "/small_labels.tif", small, small.z / 2);
+  const VolumeShape frame{frame_slices, frame_side, frame_side, 1};
+  WriteSeries(dir + "/series.tif", frame, frames);
   const double big_gib = static_cast<double>(big.voxels()) * 2 / (1 << 30);
   std::printf("generated %s uint16 (%.2f GiB) and %s in %.1f s\n", big.ToString().c_str(), big_gib,
               small.ToString().c_str(), Since(t_gen));
@@ -274,11 +329,38 @@ int Run(int argc, char** argv) {
   const double infer_s = Since(t_infer);
   const double seconds = Since(t0);
 
-  int64_t downloaded = 0, units_per_node[2] = {0, 0};
+  // A time series through a denoise job: units per time point, and what they moved.
+  const int64_t before_series = NodesDownloaded(sockets);
+  const BlobRef series = Must(admin->UploadFile(dir + "/series.tif"), "upload series");
+  Job denoise;
+  denoise.kind = JobKind::kDenoise;
+  denoise.config = {{"model", models::ConfigToJson(TinyDenoiser(frame))}};
+  denoise.inputs = {{"image", series}};
+  const auto t_series = Clock::now();
+  const Json denoised = WaitDone(*admin, Submit(*admin, denoise), "denoise series");
+  const double series_s = Since(t_series);
+  const int64_t series_downloaded = NodesDownloaded(sockets) - before_series;
+  const int64_t frame_plane = frame_side * frame_side;
+  int64_t series_slabs = 0;
+  double series_slab_mib = 0;
+  for (const Json& u : denoised["units"]) {
+    if (u["kind"] != "infer_slab") continue;
+    ++series_slabs;
+    series_slab_mib += static_cast<double>(u["region"]["runs"][0][1].get<int64_t>() - u["region"]["runs"][0][0].get<int64_t>()) *
+                       static_cast<double>(frame_plane) * 2 / (1 << 20);
+  }
+  series_slab_mib /= static_cast<double>(std::max<int64_t>(series_slabs, 1));
+  const double series_rss = WorkerPeak(denoised);
+  std::printf("series: %lld time points of %s denoised in %.1f s, %lld slabs of %.1f MiB; nodes downloaded %.1f MiB "
+              "for regions of %.1f MiB; worker peak RSS %.0f MiB\n",
+              static_cast<long long>(frames), frame.ToString().c_str(), series_s, static_cast<long long>(series_slabs),
+              series_slab_mib, static_cast<double>(series_downloaded) / (1 << 20),
+              static_cast<double>(RegionBytes(denoised, frame_plane, false)) / (1 << 20), series_rss);
+
+  const int64_t downloaded = before_series;
+  int64_t units_per_node[2] = {0, 0};
   for (size_t n = 0; n < sockets.size(); ++n) {
-    const Json st = Must(client::QueryNode(sockets[n], "status"), "node status");
-    downloaded += st["data_bytes_downloaded"].get<int64_t>();
-    units_per_node[n] = st["units_done"].get<int64_t>();
+    units_per_node[n] = Must(client::QueryNode(sockets[n], "status"), "node status")["units_done"].get<int64_t>();
   }
   const int64_t needed = RegionBytes(big_train, plane, true) + RegionBytes(small_train, plane, true) +
                          RegionBytes(inferred, plane, false);
@@ -310,10 +392,15 @@ int Run(int argc, char** argv) {
   if (!keep) std::filesystem::remove_all(dir);
   std::printf("RESULT volume_gib=%.2f transfer_ratio=%.3f whole_volume_transfer_ratio=%.1f train_worker_peak_rss_mib=%.0f "
               "train_worker_peak_rss_small_mib=%.0f train_rss_ratio=%.3f infer_worker_peak_rss_mib=%.0f "
-              "infer_rss_per_slab_bytes=%.2f server_peak_rss_mib=%.0f seconds=%.1f transfer_seconds=%.1f\n",
+              "infer_rss_per_slab_bytes=%.2f server_peak_rss_mib=%.0f seconds=%.1f transfer_seconds=%.1f "
+              "series_frames=%lld series_slabs=%lld series_transfer_ratio=%.3f series_worker_peak_rss_mib=%.0f "
+              "series_seconds=%.1f\n",
               big_gib, static_cast<double>(downloaded) / static_cast<double>(needed),
               static_cast<double>(old_design) / static_cast<double>(needed), train_rss, train_rss_small,
-              train_rss / train_rss_small, infer_rss, infer_rss / slab_mib, server_rss, seconds, upload_s);
+              train_rss / train_rss_small, infer_rss, infer_rss / slab_mib, server_rss, seconds, upload_s,
+              static_cast<long long>(frames), static_cast<long long>(series_slabs),
+              static_cast<double>(series_downloaded) / static_cast<double>(RegionBytes(denoised, frame_plane, false)),
+              series_rss, series_s);
   return 0;
 }
 
