@@ -17,7 +17,8 @@ extern char** environ;
 namespace idlegrid::client {
 
 StatusOr<std::unique_ptr<LocalGrid>> LocalGrid::Start(const std::string& dir, const std::string& bin,
-                                                      server::ServerOptions options, bool fresh) {
+                                                      server::ServerOptions options, bool fresh,
+                                                      std::function<void(int64_t, int64_t)> on_transfer) {
   std::unique_ptr<LocalGrid> g(new LocalGrid());
   g->dir_ = dir;
   g->bin_ = bin;
@@ -32,6 +33,7 @@ StatusOr<std::unique_ptr<LocalGrid>> LocalGrid::Start(const std::string& dir, co
   HttpClientOptions h;
   h.base_url = g->server_->url();
   h.pinned_cert_sha256 = g->server_->fingerprint();
+  h.on_progress = std::move(on_transfer);
   // Tokens: printed at the first start, kept in the data dir for later ones.
   auto token = [&](const std::string& first, const std::string& file) -> StatusOr<std::string> {
     if (!first.empty()) return first;

@@ -20,7 +20,9 @@ StatusOr<std::unique_ptr<Wizard>> Wizard::Create(WizardOptions options) {
     server::ServerOptions so;
     so.queue.unit_threads = w->o_.local_threads;
     // The private grid lives with the session: its jobs and models are there tomorrow.
-    IDLEGRID_ASSIGN_OR_RETURN(w->local_, LocalGrid::Start(w->o_.session_dir + "/grid", w->o_.bin, so, false));
+    Wizard* raw = w.get();
+    IDLEGRID_ASSIGN_OR_RETURN(w->local_, LocalGrid::Start(w->o_.session_dir + "/grid", w->o_.bin, so, false,
+                                                          [raw](int64_t done, int64_t total) { raw->Progress(done, total); }));
     for (int64_t i = 0; i < w->o_.local_nodes; ++i) {
       IDLEGRID_RETURN_IF_ERROR(w->local_->AddNode(w->o_.local_threads, {"--heartbeat", "2"}).status());
     }
@@ -33,6 +35,8 @@ StatusOr<std::unique_ptr<Wizard>> Wizard::Create(WizardOptions options) {
     h.bearer_token = w->o_.token;
     h.connect_timeout_ms = 5000;  // a person is waiting: say "unreachable" soon
     h.max_attempts = 2;
+    Wizard* raw = w.get();  // owns the client: outlives every call
+    h.on_progress = [raw](int64_t done, int64_t total) { raw->Progress(done, total); };
     IDLEGRID_ASSIGN_OR_RETURN(w->remote_, ApiClient::Create(h));
     // Fail now, with the server's words, rather than at the first job.
     IDLEGRID_RETURN_IF_ERROR(w->remote_->Stats().status());
@@ -124,16 +128,40 @@ void Wizard::Track(const std::string& job_id, const std::string& purpose) {
   Save().IgnoreError();
 }
 
+void Wizard::Progress(int64_t done, int64_t total) {
+  if (!o_.on_transfer) return;
+  std::string what;
+  {
+    std::lock_guard<std::mutex> lock(transfer_mu_);
+    const auto now = std::chrono::steady_clock::now();
+    if (transfer_what_.empty() || (now - last_progress_ < std::chrono::milliseconds(250) && done < total)) return;
+    last_progress_ = now;
+    what = transfer_what_;
+  }
+  o_.on_transfer(what, done, total);
+}
+
+StatusOr<BlobRef> Wizard::Upload(const std::string& path, const std::string& what) {
+  {
+    std::lock_guard<std::mutex> lock(transfer_mu_);
+    transfer_what_ = what;
+  }
+  StatusOr<BlobRef> ref = api_->UploadFile(path);
+  std::lock_guard<std::mutex> lock(transfer_mu_);
+  transfer_what_.clear();
+  return ref;
+}
+
 Status Wizard::EnsureImageUploaded() {
   if (!image_blob_.sha256.empty()) return Status::Ok();
-  IDLEGRID_ASSIGN_OR_RETURN(image_blob_, api_->UploadFile(session_.image_path));
+  IDLEGRID_ASSIGN_OR_RETURN(image_blob_, Upload(session_.image_path, "the volume"));
   return Status::Ok();
 }
 
 StatusOr<BlobRef> Wizard::UploadLabels() {
   IDLEGRID_RETURN_IF_ERROR(Save());
   IDLEGRID_RETURN_IF_ERROR(EnsureImageUploaded());
-  return api_->UploadFile(o_.session_dir + "/labels.tif");
+  return Upload(o_.session_dir + "/labels.tif", "the labels");
 }
 
 // The strategy's fingerprint from a bounded sample of the image's slices (as the server

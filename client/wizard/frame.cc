@@ -188,6 +188,17 @@ void WizardFrame::StartGrid(const Json& grid) {
   o.fingerprint = grid.value("fingerprint", std::string());
   o.token = grid.value("token", std::string());
   o.local_grid = o.server.empty();
+  // Uploads of a large volume take minutes: say what moves and how long it will take.
+  o.on_transfer = [this, t0 = std::make_shared<std::chrono::steady_clock::time_point>()](const std::string& what,
+                                                                                       int64_t done, int64_t total) {
+    const auto now = std::chrono::steady_clock::now();
+    if (done == 0 || *t0 == std::chrono::steady_clock::time_point{}) *t0 = now;
+    const double s = std::chrono::duration<double>(now - *t0).count();
+    const double left = done > 0 && s > 0 ? static_cast<double>(total - done) * s / static_cast<double>(done) : 0;
+    const wxString text = wxString::Format("Uploading %s: %.0f of %.0f MiB, about %.0f s left", U(what),
+                                           static_cast<double>(done) / (1 << 20), static_cast<double>(total) / (1 << 20), left);
+    CallAfter([this, text] { Say(text); });
+  };
   paint_->Detach();  // the pages hold pointers into the open session
   compare_->Load({});
   Go(kStart);

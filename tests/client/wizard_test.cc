@@ -5,6 +5,8 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -50,6 +52,13 @@ TEST_CASE("the wizard's flow from a volume to an exported segmentation", "[clien
   o.bin = IDLEGRID_BIN_DIR;
   o.local_nodes = 2;
   o.max_steps_per_candidate = 6;
+  // What the uploads report (on the transferring thread).
+  std::mutex said_mu;
+  std::map<std::string, std::pair<int64_t, int64_t>> said;  // what -> last (done, total)
+  o.on_transfer = [&](const std::string& what, int64_t done, int64_t total) {
+    std::lock_guard<std::mutex> lock(said_mu);
+    said[what] = {done, total};
+  };
   auto w = Wizard::Create(o).value();
 
   // 1-2. Open and paint, as the user would: three classes, strokes on one slice.
@@ -93,6 +102,14 @@ TEST_CASE("the wizard's flow from a volume to an exported segmentation", "[clien
   const std::string chosen_before = w->session().chosen_model;
   REQUIRE(w->Retrain(600).ok());
   CHECK(w->session().chosen_model != chosen_before);  // the fine-tuned model is now chosen
+
+  {  // The volume and the labels were uploaded with progress, to their last byte.
+    std::lock_guard<std::mutex> lock(said_mu);
+    REQUIRE(said.count("the volume"));
+    CHECK(said["the volume"].first == said["the volume"].second);
+    CHECK(said["the volume"].second >= static_cast<int64_t>(sample.image.size_bytes()));
+    CHECK(said.count("the labels"));
+  }
 
   // 6. Apply to the whole volume and export.
   const std::string apply = w->Apply().value();

@@ -19,8 +19,11 @@ class LocalGrid {
  public:
   // Starts a server with its data dir under `dir`: a fresh one, or (fresh = false) the one
   // an earlier run left, with its jobs and models. `bin` holds idlegrid-node/-worker.
+  // `on_transfer` (may be empty) is the admin client's progress of each upload and download
+  // (HttpClientOptions::on_progress), called on the transferring thread.
   static StatusOr<std::unique_ptr<LocalGrid>> Start(const std::string& dir, const std::string& bin,
-                                                    server::ServerOptions options = {}, bool fresh = true);
+                                                    server::ServerOptions options = {}, bool fresh = true,
+                                                    std::function<void(int64_t, int64_t)> on_transfer = {});
   ~LocalGrid();  // stops the nodes (SIGTERM, bounded wait) and the server
   LocalGrid(const LocalGrid&) = delete;
   LocalGrid& operator=(const LocalGrid&) = delete;

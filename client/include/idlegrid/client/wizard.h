@@ -7,6 +7,7 @@
 #define IDLEGRID_CLIENT_WIZARD_H_
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -31,6 +32,9 @@ struct WizardOptions {
   // Caps each candidate's (and the denoiser's) training steps (tests, quick looks); 0: the
   // strategy's budget.
   int64_t max_steps_per_candidate = 0;
+  // What is being uploaded or downloaded ("the volume", "the labels", ...), bytes done and
+  // in all; called on the thread that transfers (not the GUI's), at most a few times a second.
+  std::function<void(const std::string& what, int64_t done, int64_t total)> on_transfer;
 };
 
 struct Candidate {
@@ -119,6 +123,12 @@ class Wizard {
   uint64_t saved_revision_ = ~uint64_t{0};
   BlobRef image_blob_;
   const std::atomic<bool>* cancel_ = nullptr;
+  std::mutex transfer_mu_;
+  std::string transfer_what_;  // what on_transfer reports as moving
+  std::chrono::steady_clock::time_point last_progress_;
+  // Uploads `path` as `what` (reported through on_transfer).
+  StatusOr<BlobRef> Upload(const std::string& path, const std::string& what);
+  void Progress(int64_t done, int64_t total);
 };
 
 }  // namespace idlegrid::client
