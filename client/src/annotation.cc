@@ -46,7 +46,10 @@ uint32_t Annotation::DefaultColour(uint8_t value) {
 }
 
 Annotation::Annotation(const VolumeShape& shape)
-    : Annotation(Volume::Create({shape.z, shape.y, shape.x, 1}, DType::kUInt8).value()) {}
+    : labels_(Volume::Create({shape.z, shape.y, shape.x, 1}, DType::kUInt8).value()), counts_(256, 0) {
+  // All unlabelled, and nothing read: the zero pages stay unmapped until painted.
+  counts_[0] = labels_.shape().elements();
+}
 
 Annotation::Annotation(Volume labels) : labels_(std::move(labels)), counts_(256, 0) {
   // Mostly unlabelled: whole 8-byte words of zeros are counted at once (a 512³ volume in

@@ -36,13 +36,15 @@ std::string VolumeShape::ToString() const {
 }
 
 StatusOr<Volume> Volume::Create(VolumeShape shape, DType dtype, uint64_t max_bytes) {
-  IDLEGRID_ASSIGN_OR_RETURN(Volume v, CreateUninitialized(shape, dtype, max_bytes));
-  std::memset(v.data_.data(), 0, v.data_.size());
-  return v;
+  // Zero from calloc: untouched pages of a large volume stay unmapped until written.
+  return Allocate(shape, dtype, max_bytes, /*zeroed=*/true);
 }
 
-StatusOr<Volume> Volume::CreateUninitialized(VolumeShape shape, DType dtype,
-                                             uint64_t max_bytes) {
+StatusOr<Volume> Volume::CreateUninitialized(VolumeShape shape, DType dtype, uint64_t max_bytes) {
+  return Allocate(shape, dtype, max_bytes, /*zeroed=*/false);
+}
+
+StatusOr<Volume> Volume::Allocate(VolumeShape shape, DType dtype, uint64_t max_bytes, bool zeroed) {
   auto bad = [](int64_t v, int64_t max) { return v < 1 || v > max; };
   if (bad(shape.z, kMaxVolumeExtent) || bad(shape.y, kMaxVolumeExtent) ||
       bad(shape.x, kMaxVolumeExtent) || bad(shape.c, kMaxVolumeChannels)) {
@@ -61,6 +63,7 @@ StatusOr<Volume> Volume::CreateUninitialized(VolumeShape shape, DType dtype,
   Volume v;
   v.shape_ = shape;
   v.dtype_ = dtype;
+  v.data_ = Storage(internal::NoInitAllocator<uint8_t>(zeroed));
   v.data_.resize(static_cast<size_t>(bytes));
   return v;
 }

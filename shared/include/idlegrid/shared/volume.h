@@ -5,10 +5,12 @@
 #define IDLEGRID_SHARED_VOLUME_H_
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -43,17 +45,31 @@ inline constexpr int64_t kMaxVolumeExtent = int64_t{1} << 20;
 inline constexpr int64_t kMaxVolumeChannels = 64;
 
 namespace internal {
-// Leaves new elements uninitialised on resize(): filling a volume that is about to be
-// overwritten (from a file, a slab) costs as much as reading it.
+// Leaves new elements alone on resize(): filling a volume that is about to be overwritten
+// (from a file, a slab) costs as much as reading it. A `zeroed` allocator takes its memory
+// from calloc instead: large blocks are fresh pages from the kernel, zero without being
+// touched, so a zero volume (a label volume with a few painted slices) holds memory only
+// where it is written. Memory from either is freed with free(): all instances are equal.
 template <typename T>
-struct NoInitAllocator : std::allocator<T> {
-  template <typename U>
-  struct rebind {
-    using other = NoInitAllocator<U>;
-  };
+struct NoInitAllocator {
+  using value_type = T;
+  using is_always_equal = std::true_type;
+  using propagate_on_container_move_assignment = std::true_type;
+  bool zeroed = false;
+
   NoInitAllocator() = default;
+  explicit NoInitAllocator(bool zero) noexcept : zeroed(zero) {}
   template <typename U>
-  NoInitAllocator(const NoInitAllocator<U>&) noexcept {}  // NOLINT
+  NoInitAllocator(const NoInitAllocator<U>& o) noexcept : zeroed(o.zeroed) {}  // NOLINT
+  // A copy's contents are copied over: no need to zero its memory first.
+  NoInitAllocator select_on_container_copy_construction() const noexcept { return NoInitAllocator(); }
+
+  T* allocate(std::size_t n) {
+    void* p = zeroed ? std::calloc(n, sizeof(T)) : std::malloc(n * sizeof(T));
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t) noexcept { std::free(p); }
   template <typename U>
   void construct(U* p) noexcept {
     ::new (static_cast<void*>(p)) U;
@@ -62,6 +78,8 @@ struct NoInitAllocator : std::allocator<T> {
   void construct(U* p, Args&&... args) {
     ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
   }
+  friend bool operator==(const NoInitAllocator&, const NoInitAllocator&) noexcept { return true; }
+  friend bool operator!=(const NoInitAllocator&, const NoInitAllocator&) noexcept { return false; }
 };
 }  // namespace internal
 
@@ -122,7 +140,9 @@ class Volume {
  private:
   VolumeShape shape_;
   DType dtype_ = DType::kUInt8;
-  std::vector<uint8_t, internal::NoInitAllocator<uint8_t>> data_;
+  using Storage = std::vector<uint8_t, internal::NoInitAllocator<uint8_t>>;
+  static StatusOr<Volume> Allocate(VolumeShape shape, DType dtype, uint64_t max_bytes, bool zeroed);
+  Storage data_;
 };
 
 // A Z range of the output [z_begin, z_end) and how many slices of context to read on each
