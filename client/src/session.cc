@@ -1,7 +1,10 @@
 #include "idlegrid/client/session.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <memory>
 
 #include "idlegrid/shared/files.h"
 #include "idlegrid/shared/protocol.h"
@@ -39,6 +42,29 @@ StatusOr<Session> Session::FromJson(const Json& j) {
   IDLEGRID_RETURN_IF_ERROR(r.Finish());
   return s;
 }
+
+namespace {
+
+// A label stack read a bounded range of slices at a time into a zero volume, copying only
+// the slices that hold a label: the pages of unpainted slices are never touched (Volume::
+// Create), so a session reopened on a large volume holds memory for its painted slices.
+StatusOr<Volume> ReadSparseLabels(const std::string& path) {
+  IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<TiffStackReader> reader, TiffStackReader::Open(path));
+  const TiffInfo info = reader->info();
+  IDLEGRID_ASSIGN_OR_RETURN(Volume out, Volume::Create(info.shape, info.dtype));
+  const int64_t slice = static_cast<int64_t>(out.slice_bytes());
+  const int64_t step = std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(slice, 1));
+  for (int64_t z = 0; z < info.shape.z; z += step) {
+    IDLEGRID_ASSIGN_OR_RETURN(Volume part, reader->ReadSlices(z, std::min(info.shape.z, z + step)));
+    for (int64_t i = 0; i < part.shape().z; ++i) {
+      const uint8_t* p = part.slice_bytes_at(i);
+      if (std::any_of(p, p + slice, [](uint8_t b) { return b != 0; })) std::memcpy(out.slice_bytes_at(z + i), p, static_cast<size_t>(slice));
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 Status SaveSession(const std::string& dir, const Session& session, const Annotation& annotation, bool labels) {
   IDLEGRID_RETURN_IF_ERROR(MakeDirs(dir, 0700));
@@ -78,7 +104,7 @@ StatusOr<LoadedSession> LoadSession(const std::string& dir) {
     for (const LabelClass& c : cls) IDLEGRID_RETURN_IF_ERROR(empty.AddClass(c.name, c.rgb).status());
     return LoadedSession{std::move(s), std::move(empty)};
   }
-  StatusOr<Volume> labels = ReadTiff(dir + "/labels.tif");
+  StatusOr<Volume> labels = ReadSparseLabels(dir + "/labels.tif");
   if (!labels.ok()) return DataLossError(dir + "/labels.tif: " + labels.status().message());
   IDLEGRID_ASSIGN_OR_RETURN(Annotation a, Annotation::FromLabels(std::move(*labels), cls));
   return LoadedSession{std::move(s), std::move(a)};
