@@ -53,6 +53,19 @@ bool Phase(int64_t z, int64_t y, int64_t x) {
   return std::sin(0.027 * x) + std::sin(0.019 * y) + std::sin(0.024 * z) > 0;
 }
 
+// Slices [z0, z0 + v.z) of the two-phase image, its content moved `dx` pixels along X, with
+// noise from `rng`.
+void FillPhases(Volume& v, int64_t z0, int64_t dx, uint32_t& rng) {
+  const VolumeShape& s = v.shape();
+  uint16_t* p = v.data<uint16_t>();
+  for (int64_t z = 0; z < s.z; ++z)
+    for (int64_t y = 0; y < s.y; ++y)
+      for (int64_t x = 0; x < s.x; ++x) {
+        rng = rng * 1664525u + 1013904223u;
+        p[(z * s.y + y) * s.x + x] = static_cast<uint16_t>((Phase(z0 + z, y, x + dx) ? 1800 : 1000) + (rng >> 24));
+      }
+}
+
 // The image, written 16 slices at a time (never whole in memory).
 void WriteImage(const std::string& path, VolumeShape shape) {
   auto w = Must(TiffWriter::Open(path, shape, DType::kUInt16), "open image");
@@ -61,14 +74,7 @@ void WriteImage(const std::string& path, VolumeShape shape) {
     VolumeShape part = shape;
     part.z = std::min<int64_t>(16, shape.z - z0);
     Volume v = Must(Volume::CreateUninitialized(part, DType::kUInt16), "chunk");
-    uint16_t* p = v.data<uint16_t>();
-    for (int64_t z = 0; z < part.z; ++z)
-      for (int64_t y = 0; y < shape.y; ++y)
-        for (int64_t x = 0; x < shape.x; ++x) {
-          rng = rng * 1664525u + 1013904223u;
-          p[(z * shape.y + y) * shape.x + x] =
-              static_cast<uint16_t>((Phase(z0 + z, y, x) ? 1800 : 1000) + (rng >> 24));
-        }
+    FillPhases(v, z0, 0, rng);
     Must(w->Append(v), "write image");
   }
   Must(w->Close(), "close image");
@@ -85,13 +91,7 @@ void WriteSeries(const std::string& path, VolumeShape shape, int64_t frames) {
   uint32_t rng = 777;
   for (int64_t t = 0; t < frames; ++t) {
     Volume v = Must(Volume::CreateUninitialized(shape, DType::kUInt16), "time point");
-    uint16_t* p = v.data<uint16_t>();
-    for (int64_t z = 0; z < shape.z; ++z)
-      for (int64_t y = 0; y < shape.y; ++y)
-        for (int64_t x = 0; x < shape.x; ++x) {
-          rng = rng * 1664525u + 1013904223u;
-          p[(z * shape.y + y) * shape.x + x] = static_cast<uint16_t>((Phase(z, y, x + 9 * t) ? 1800 : 1000) + (rng >> 24));
-        }
+    FillPhases(v, 0, 9 * t, rng);
     Must(w->Append(v), "write series");
   }
   Must(w->Close(), "close series");

@@ -592,6 +592,27 @@ Status Hdf5Writer::Close() {
 
 // Conversions --------------------------------------------------------------
 
+namespace {
+// Copies `total` slices from `reader` to `writer`, `step` at a time (bounded memory).
+template <typename Reader, typename Writer>
+Status CopySlices(Reader& reader, Writer& writer, int64_t total, int64_t step, const SliceProgress& progress,
+                  const std::atomic<bool>* cancel, const std::string& what) {
+  for (int64_t z = 0; z < total; z += step) {
+    if (cancel != nullptr && cancel->load()) return CancelledError("the conversion of " + what + " was stopped");
+    IDLEGRID_ASSIGN_OR_RETURN(Volume part, reader.ReadSlices(z, std::min(total, z + step)));
+    IDLEGRID_RETURN_IF_ERROR(writer.Append(part));
+    if (progress) progress(std::min(total, z + step), total);
+  }
+  return writer.Close();
+}
+
+// Slices of `shape` and `dtype` in about kConvertBytes, a multiple of `multiple`.
+int64_t ConvertStep(const VolumeShape& shape, DType dtype, int64_t multiple) {
+  const int64_t slice = std::max<int64_t>(1, shape.y * shape.x * shape.c * static_cast<int64_t>(DTypeSize(dtype)));
+  return std::max<int64_t>(1, kConvertBytes / slice / multiple) * multiple;
+}
+}  // namespace
+
 Status ConvertHdf5ToTiff(const VolumePath& src, const std::string& tiff_path, const SliceProgress& progress,
                          const std::atomic<bool>* cancel) {
   IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<Hdf5Reader> reader, Hdf5Reader::Open(src));
@@ -599,15 +620,8 @@ Status ConvertHdf5ToTiff(const VolumePath& src, const std::string& tiff_path, co
   TiffWriteOptions o;
   o.frames = info.frames;
   IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<TiffWriter> writer, TiffWriter::Open(tiff_path, info.shape, info.dtype, o));
-  const int64_t slice = std::max<int64_t>(1, info.shape.y * info.shape.x * info.shape.c * static_cast<int64_t>(DTypeSize(info.dtype)));
-  const int64_t step = std::max<int64_t>(1, kConvertBytes / slice / info.chunk_slices) * info.chunk_slices;
-  for (int64_t z = 0; z < info.shape.z; z += step) {
-    if (cancel != nullptr && cancel->load()) return CancelledError("the conversion of " + src.ToString() + " was stopped");
-    IDLEGRID_ASSIGN_OR_RETURN(Volume part, reader->ReadSlices(z, std::min(info.shape.z, z + step)));
-    IDLEGRID_RETURN_IF_ERROR(writer->Append(part));
-    if (progress) progress(std::min(info.shape.z, z + step), info.shape.z);
-  }
-  return writer->Close();
+  return CopySlices(*reader, *writer, info.shape.z, ConvertStep(info.shape, info.dtype, info.chunk_slices), progress,
+                    cancel, src.ToString());
 }
 
 Status ConvertTiffToHdf5(const std::string& tiff_path, const VolumePath& dst, const SliceProgress& progress) {
@@ -616,14 +630,7 @@ Status ConvertTiffToHdf5(const std::string& tiff_path, const VolumePath& dst, co
   Hdf5WriteOptions o;
   o.frames = info.frames;
   IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<Hdf5Writer> writer, Hdf5Writer::Open(dst, info.shape, info.dtype, o));
-  const int64_t slice = std::max<int64_t>(1, info.shape.y * info.shape.x * info.shape.c * static_cast<int64_t>(DTypeSize(info.dtype)));
-  const int64_t step = std::max<int64_t>(1, kConvertBytes / slice);
-  for (int64_t z = 0; z < info.shape.z; z += step) {
-    IDLEGRID_ASSIGN_OR_RETURN(Volume part, reader->ReadSlices(z, std::min(info.shape.z, z + step)));
-    IDLEGRID_RETURN_IF_ERROR(writer->Append(part));
-    if (progress) progress(std::min(info.shape.z, z + step), info.shape.z);
-  }
-  return writer->Close();
+  return CopySlices(*reader, *writer, info.shape.z, ConvertStep(info.shape, info.dtype, 1), progress, nullptr, tiff_path);
 }
 
 }  // namespace idlegrid
