@@ -3,8 +3,8 @@
 //   upload   the volume and its labels, streamed from disk (the transfer part)
 //   train    a one-unit training job on it, and the same on a volume 8x smaller with the
 //            same labels: the worker's peak RSS must not grow with the volume
-//   infer    the trained model over 16 slices of it (4 slabs on 2 nodes): the worker's peak
-//            RSS against its slab's bytes
+//   infer    the trained model over 8 and over 32 slices of it (4 slabs each, on 2 nodes):
+//            the worker's peak RSS against its slab's bytes, and for slabs 4x as deep
 // and what the nodes downloaded against the bytes of the regions their units needed (the
 // design before regions moved the whole volume to every unit: its ratio is printed beside).
 // The server's peak RSS (VmHWM) covers upload, planning, cutting and stitching.
@@ -320,12 +320,18 @@ int Run(int argc, char** argv) {
   train.inputs = {{"image", small_image}, {"labels", small_labels}};
   const Json small_train = WaitDone(*admin, Submit(*admin, train), "train (small)");
 
-  Job infer;
-  infer.kind = JobKind::kInfer;
-  infer.inputs = {{"volume", big_image}, {"model", BlobRef::FromJson(big_train["outputs"]["model"]).value()}};
-  infer.config = {{"output", "labels"}, {"z_range", {big.z / 2 - 8, big.z / 2 + 8}}};
+  // Inference over two ranges of the volume, as four slabs each: slabs of 2 and of 8 slices.
+  // A streamed worker's memory is its runtime and a window of slices, not its slab.
+  auto infer_range = [&](int64_t depth) {
+    Job infer;
+    infer.kind = JobKind::kInfer;
+    infer.inputs = {{"volume", big_image}, {"model", BlobRef::FromJson(big_train["outputs"]["model"]).value()}};
+    infer.config = {{"output", "labels"}, {"z_range", {big.z / 2 - depth / 2, big.z / 2 + depth / 2}}};
+    return WaitDone(*admin, Submit(*admin, infer), "infer");
+  };
   const auto t_infer = Clock::now();
-  const Json inferred = WaitDone(*admin, Submit(*admin, infer), "infer");
+  const Json inferred_thin = infer_range(8);
+  const Json inferred = infer_range(32);
   const double infer_s = Since(t_infer);
   const double seconds = Since(t0);
 
@@ -363,21 +369,24 @@ int Run(int argc, char** argv) {
     units_per_node[n] = Must(client::QueryNode(sockets[n], "status"), "node status")["units_done"].get<int64_t>();
   }
   const int64_t needed = RegionBytes(big_train, plane, true) + RegionBytes(small_train, plane, true) +
-                         RegionBytes(inferred, plane, false);
+                         RegionBytes(inferred_thin, plane, false) + RegionBytes(inferred, plane, false);
   // Before regions, every training unit fetched the whole image and labels files, and every
   // node that ran slabs the whole volume.
   const int64_t slab_nodes = std::min<int64_t>(2, static_cast<int64_t>(inferred["units"].size()));
   const int64_t old_design = big_image.size + big_labels.size + small_image.size + small_labels.size +
-                             slab_nodes * big_image.size;
+                             2 * slab_nodes * big_image.size;
   const double server_rss = PeakRssMib(server.child->pid());
   const double train_rss = WorkerPeak(big_train), train_rss_small = WorkerPeak(small_train);
-  const double infer_rss = WorkerPeak(inferred);
-  const double slab_mib = static_cast<double>(RegionBytes(inferred, plane, false)) /
-                          static_cast<double>(inferred["units"].size()) / (1 << 20);
+  const double infer_rss = WorkerPeak(inferred), infer_rss_thin = WorkerPeak(inferred_thin);
+  auto slab_mib_of = [&](const Json& job) {
+    return static_cast<double>(RegionBytes(job, plane, false)) / static_cast<double>(job["units"].size()) / (1 << 20);
+  };
+  const double slab_mib = slab_mib_of(inferred), thin_slab_mib = slab_mib_of(inferred_thin);
   std::printf("train: %.1f s; worker peak RSS %.0f MiB (%.2f GiB volume) vs %.0f MiB (%.2f GiB volume)\n", train_s,
               train_rss, big_gib, train_rss_small, big_gib / 8);
-  std::printf("infer: %.1f s, %zu slabs of %.1f MiB; worker peak RSS %.0f MiB\n", infer_s, inferred["units"].size(),
-              slab_mib, infer_rss);
+  std::printf("infer: %.1f s; %zu slabs of %.1f MiB: worker peak RSS %.0f MiB; %zu slabs of %.1f MiB: %.0f MiB\n",
+              infer_s, inferred["units"].size(), slab_mib, infer_rss, inferred_thin["units"].size(), thin_slab_mib,
+              infer_rss_thin);
   std::printf("nodes downloaded %.1f MiB of volume data for regions of %.1f MiB (units per node %lld / %lld); "
               "whole-volume units would have moved %.1f MiB\n",
               static_cast<double>(downloaded) / (1 << 20), static_cast<double>(needed) / (1 << 20),
@@ -392,12 +401,12 @@ int Run(int argc, char** argv) {
   if (!keep) std::filesystem::remove_all(dir);
   std::printf("RESULT volume_gib=%.2f transfer_ratio=%.3f whole_volume_transfer_ratio=%.1f train_worker_peak_rss_mib=%.0f "
               "train_worker_peak_rss_small_mib=%.0f train_rss_ratio=%.3f infer_worker_peak_rss_mib=%.0f "
-              "infer_rss_per_slab_bytes=%.2f server_peak_rss_mib=%.0f seconds=%.1f transfer_seconds=%.1f "
+              "infer_rss_per_slab_bytes=%.2f infer_rss_ratio_4x_slab=%.3f server_peak_rss_mib=%.0f seconds=%.1f transfer_seconds=%.1f "
               "series_frames=%lld series_slabs=%lld series_transfer_ratio=%.3f series_worker_peak_rss_mib=%.0f "
               "series_seconds=%.1f\n",
               big_gib, static_cast<double>(downloaded) / static_cast<double>(needed),
               static_cast<double>(old_design) / static_cast<double>(needed), train_rss, train_rss_small,
-              train_rss / train_rss_small, infer_rss, infer_rss / slab_mib, server_rss, seconds, upload_s,
+              train_rss / train_rss_small, infer_rss, infer_rss / slab_mib, infer_rss / infer_rss_thin, server_rss, seconds, upload_s,
               static_cast<long long>(frames), static_cast<long long>(series_slabs),
               static_cast<double>(series_downloaded) / static_cast<double>(RegionBytes(denoised, frame_plane, false)),
               series_rss, series_s);

@@ -5,6 +5,9 @@
 //   models_bench segment DIR SCRIBBLES.tif BUDGET_S THREADS
 //       trains every candidate of the strategy within BUDGET_S seconds each and scores it
 //       against DIR/truth.tif; prints one line per candidate and a summary line.
+//   models_bench infer THREADS SIDE FILTERS
+//       seconds per SIDE x SIDE slice of tiled inference with the four flips, each view
+//       its own forward call (the baseline) and the views batched; RESULT line with the ratio.
 //   models_bench denoise DIR BUDGET_S THREADS
 //       self-supervised denoising of DIR/noisy.tif within BUDGET_S; writes DIR/denoised.tif.
 #include <algorithm>
@@ -23,6 +26,7 @@
 #include "idlegrid/models/trainer.h"
 #include "idlegrid/shared/tiff_io.h"
 #include "networks.h"
+#include "tensors.h"
 #include "training_ops.h"
 
 namespace idlegrid::models {
@@ -211,6 +215,39 @@ int Denoise(const std::string& dir, double budget, int threads) {
   return 0;
 }
 
+int Infer(int threads, int side, int filters) {
+  ConfigureCpuRuntime(threads);
+  ModelConfig c;
+  c.architecture = "unet2d";
+  c.base_filters = filters;
+  c.depth = 2;
+  c.num_classes = 2;
+  c.patch_y = c.patch_x = 64;
+  torch::manual_seed(0);
+  torch::nn::AnyModule net = BuildNetwork(c);
+  ModuleOf(net)->eval();
+  const torch::Tensor image = torch::randn({1, 1, side, side});
+  auto seconds = [&](int64_t batch_voxels) {
+    PredictOptions po;
+    po.tta_views = 4;
+    po.batch_voxels = batch_voxels;
+    std::vector<double> runs;
+    for (int i = 0; i < 5; ++i) {
+      const auto t = Clock::now();
+      PredictSlices(net, c, image, 0, 0, 1, 1, po);
+      runs.push_back(Since(t));
+    }
+    std::sort(runs.begin(), runs.end());
+    return runs[runs.size() / 2];
+  };
+  const double single = seconds(0), batched = seconds(PredictOptions{}.batch_voxels);
+  std::printf("%dx%d slice, unet2d %d filters, 4 views, %d threads: %.3f s one view per call, %.3f s batched\n", side,
+              side, filters, threads, single, batched);
+  std::printf("RESULT infer_slice_s=%.3f infer_slice_single_view_s=%.3f speedup=%.2f\n", batched, single,
+              single / batched);
+  return 0;
+}
+
 }  // namespace
 }  // namespace idlegrid::models
 
@@ -222,6 +259,7 @@ int main(int argc, char** argv) {
                      std::atoi(argv[6]), std::atoi(argv[7]), std::atoi(argv[8]));
   }
   if (cmd == "segment" && argc == 6) return Segment(argv[2], argv[3], std::atof(argv[4]), std::atoi(argv[5]));
+  if (cmd == "infer" && argc == 5) return Infer(std::atoi(argv[2]), std::atoi(argv[3]), std::atoi(argv[4]));
   if (cmd == "denoise" && argc == 5) return Denoise(argv[2], std::atof(argv[3]), std::atoi(argv[4]));
   std::fprintf(stderr, "usage: see the comment at the top of bench/models_bench.cc\n");
   return 2;

@@ -3,6 +3,8 @@
 #include "networks.h"
 
 #include <cmath>
+#include <limits>
+#include <map>
 
 namespace idlegrid::models {
 
@@ -66,9 +68,9 @@ torch::Tensor Importance(const std::vector<int64_t>& size) {
 int64_t FloorTo(int64_t v, int64_t m) { return std::max<int64_t>(m, v / m * m); }
 
 // Runs the network on its own device and returns the output on the CPU, where tiles are
-// blended.
+// blended. The views of test-time augmentation run in batches of about batch_voxels.
 torch::Tensor Forward(torch::nn::AnyModule& net, const ModelConfig& config, torch::Tensor x,
-                      int views) {
+                      int views, int64_t batch_voxels) {
   const torch::Device device = ModuleOf(net)->parameters().front().device();
   x = x.to(device);
   auto run = [&](const torch::Tensor& in) {
@@ -77,26 +79,43 @@ torch::Tensor Forward(torch::nn::AnyModule& net, const ModelConfig& config, torc
   };
   if (views <= 1) return run(x);
   const int64_t h = x.dim() - 2, w = x.dim() - 1;
-  auto flips = [&](const torch::Tensor& in) {
-    torch::Tensor acc = run(in);
-    acc = acc + run(in.flip({w})).flip({w});
-    acc = acc + run(in.flip({h})).flip({h});
-    return acc + run(in.flip({h, w})).flip({h, w});
+  // The flips of x and of its transpose (exact for any tile shape: every layer is
+  // convolutional), each with the transform that undoes it.
+  const std::vector<std::vector<int64_t>> flips = {{}, {w}, {h}, {h, w}};
+  std::vector<torch::Tensor> in;
+  for (const auto& f : flips) in.push_back(f.empty() ? x : x.flip(f));
+  if (views >= 8) {
+    const torch::Tensor t = x.transpose(h, w).contiguous();
+    for (const auto& f : flips) in.push_back(f.empty() ? t : t.flip(f));
+  }
+  const int64_t per_view = x.numel() / std::max<int64_t>(x.size(1), 1);
+  const auto batch = static_cast<size_t>(std::max<int64_t>(1, batch_voxels / std::max<int64_t>(per_view, 1)));
+  std::vector<torch::Tensor> out;
+  for (size_t i = 0; i < in.size();) {
+    size_t j = i + 1;  // views of one shape (a transposed tile of a non-square one differs)
+    while (j < in.size() && j - i < batch && in[j].sizes() == in[i].sizes()) ++j;
+    std::vector<torch::Tensor> group(in.begin() + static_cast<std::ptrdiff_t>(i), in.begin() + static_cast<std::ptrdiff_t>(j));
+    for (torch::Tensor& o : run(torch::cat(group, 0)).split(1, 0)) out.push_back(o);
+    i = j;
+  }
+  auto undo = [&](size_t v) {
+    const auto& f = flips[v % 4];
+    torch::Tensor o = f.empty() ? out[v] : out[v].flip(f);
+    return v >= 4 ? o.transpose(h, w) : o;
   };
-  if (views < 8) return flips(x) / 4;
-  // Transposing in and out is exact for any tile shape: every layer is convolutional.
-  return (flips(x) + flips(x.transpose(h, w).contiguous()).transpose(h, w)) / 8;
+  auto sum4 = [&](size_t first) { return undo(first) + undo(first + 1) + undo(first + 2) + undo(first + 3); };
+  if (views < 8) return sum4(0) / 4;
+  return (sum4(0) + sum4(4)) / 8;
 }
 
 }  // namespace
 
-torch::Tensor PredictSlices(torch::nn::AnyModule& net, const ModelConfig& config,
-                            const torch::Tensor& input, int64_t input_offset, int64_t out_begin,
-                            int64_t out_end, int64_t total_depth, const PredictOptions& options) {
+bool PredictTiles(torch::nn::AnyModule& net, const ModelConfig& config, int64_t height, int64_t width,
+                     int64_t out_begin, int64_t out_end, int64_t total_depth, const PredictOptions& options,
+                     const SliceStream& stream) {
   torch::NoGradGuard no_grad;
-  const int64_t Y = input.size(2), X = input.size(3);
+  const int64_t Y = height, X = width;
   const int64_t k_out = config.OutChannels();
-  const int64_t zn = out_end - out_begin;
   const int64_t multiple = config.architecture == "dilated2d" ? 1 : int64_t{1} << config.depth;
   const bool three_d = IsThreeD(config.architecture);
   // Inference tiles: twice the training patch in-plane (fewer borders), within the image;
@@ -132,8 +151,26 @@ torch::Tensor PredictSlices(torch::nn::AnyModule& net, const ModelConfig& config
     for (int64_t z = out_begin; z < out_end; ++z) add_plane(z);
   }
 
-  torch::Tensor acc = torch::zeros({zn, k_out, Y, X}, torch::kFloat32);
-  torch::Tensor weight = torch::zeros({zn, 1, Y, X}, torch::kFloat32);
+  // Accumulators of the output slices some tile has reached and not yet handed over. Tiles
+  // run in increasing z0 and cover [z0, z0 + tz): once a tile starts at z0, every slice
+  // below it is final. So at most tz slices are open at a time, whatever the slab's depth.
+  struct Open {
+    torch::Tensor acc, weight;  // [K, Y, X], [1, Y, X]
+  };
+  std::map<int64_t, Open> open;
+  int64_t next_out = out_begin;
+  auto hand_over = [&](int64_t below) {  // emits slices [next_out, below)
+    below = std::min(below, out_end);
+    for (; next_out < below; ++next_out) {
+      auto it = open.find(next_out);
+      torch::Tensor out = it == open.end()  // no tile wanted this slice: undefined (0 / 0)
+                              ? torch::full({1, k_out, Y, X}, std::numeric_limits<float>::quiet_NaN())
+                              : (it->second.acc / it->second.weight).unsqueeze(0);
+      if (it != open.end()) open.erase(it);
+      if (!stream.output(next_out, out)) return false;
+    }
+    return true;
+  };
   const torch::Tensor imp = three_d ? Importance({tz, ty, tx}) : Importance({ty, tx}).unsqueeze(0);  // [tz, ty, tx]
   const int64_t k = config.architecture == "unet25d" ? config.context_slices : 0;
   torch::Tensor source;  // the network's input for the current z0: [1, C, tz, Y, X] or [1, C', Y, X]
@@ -141,31 +178,52 @@ torch::Tensor PredictSlices(torch::nn::AnyModule& net, const ModelConfig& config
   for (size_t i = 0; i < tiles.size(); ++i) {
     const Tile& t = tiles[i];
     if (t.z0 != source_z) {
+      if (!hand_over(t.z0)) return false;
       source_z = t.z0;
+      std::vector<torch::Tensor> planes;  // 3D: tz slices in depth; 2.5D: 2k+1 neighbours as channels
       if (three_d) {
-        source = input.slice(0, t.z0 - input_offset, t.z0 - input_offset + tz).permute({1, 0, 2, 3}).unsqueeze(0);
+        for (int64_t z = t.z0; z < t.z0 + tz; ++z) planes.push_back(stream.input(z));
+        source = torch::stack(planes, 1).unsqueeze(0);
       } else {
-        std::vector<torch::Tensor> planes;  // 2.5D: 2k+1 neighbouring slices as channels
-        for (int64_t dz = -k; dz <= k; ++dz) {
-          const int64_t g = std::clamp<int64_t>(t.z0 + dz, 0, total_depth - 1);
-          planes.push_back(input[g - input_offset]);
-        }
+        for (int64_t dz = -k; dz <= k; ++dz) planes.push_back(stream.input(std::clamp<int64_t>(t.z0 + dz, 0, total_depth - 1)));
         source = torch::cat(planes, 0).unsqueeze(0);
       }
     }
     torch::Tensor tile = source.slice(-2, t.y0, t.y0 + ty).slice(-1, t.x0, t.x0 + tx);
-    torch::Tensor out = Forward(net, config, tile, options.tta_views)[0];  // [K, tz, ty, tx] or [K, ty, tx]
+    torch::Tensor out = Forward(net, config, tile, options.tta_views, options.batch_voxels)[0];  // [K, tz, ty, tx] or [K, ty, tx]
     if (!three_d) out = out.unsqueeze(1);
     out = out * imp;
     const int64_t lo = std::max(t.z0, out_begin), hi = std::min(t.z0 + tz, out_end);
-    acc.slice(0, lo - out_begin, hi - out_begin).slice(2, t.y0, t.y0 + ty).slice(3, t.x0, t.x0 + tx) +=
-        out.slice(1, lo - t.z0, hi - t.z0).permute({1, 0, 2, 3});
-    weight.slice(0, lo - out_begin, hi - out_begin).slice(2, t.y0, t.y0 + ty).slice(3, t.x0, t.x0 + tx) +=
-        imp.slice(0, lo - t.z0, hi - t.z0).unsqueeze(1);
+    for (int64_t z = lo; z < hi; ++z) {
+      Open& o = open[z];
+      if (!o.acc.defined()) {
+        o.acc = torch::zeros({k_out, Y, X}, torch::kFloat32);
+        o.weight = torch::zeros({1, Y, X}, torch::kFloat32);
+      }
+      o.acc.slice(1, t.y0, t.y0 + ty).slice(2, t.x0, t.x0 + tx) += out.select(1, z - t.z0);
+      o.weight.slice(1, t.y0, t.y0 + ty).slice(2, t.x0, t.x0 + tx) += imp[z - t.z0];
+    }
     const int64_t done = static_cast<int64_t>(i) + 1, total = static_cast<int64_t>(tiles.size());
-    if (options.on_tile && !options.on_tile(done, total) && done < total) return {};  // after the last, done anyway
+    if (options.on_tile && !options.on_tile(done, total) && done < total) return false;  // after the last, done anyway
   }
-  return acc / weight;
+  return hand_over(out_end);
+}
+
+torch::Tensor PredictSlices(torch::nn::AnyModule& net, const ModelConfig& config,
+                            const torch::Tensor& input, int64_t input_offset, int64_t out_begin,
+                            int64_t out_end, int64_t total_depth, const PredictOptions& options) {
+  torch::Tensor result = torch::empty({out_end - out_begin, config.OutChannels(), input.size(2), input.size(3)},
+                                      torch::kFloat32);
+  SliceStream stream;
+  stream.input = [&](int64_t z) { return input[z - input_offset]; };
+  stream.output = [&](int64_t z, const torch::Tensor& out) {
+    result.slice(0, z - out_begin, z - out_begin + out.size(0)).copy_(out);
+    return true;
+  };
+  if (!PredictTiles(net, config, input.size(2), input.size(3), out_begin, out_end, total_depth, options, stream)) {
+    return {};
+  }
+  return result;
 }
 
 }  // namespace idlegrid::models

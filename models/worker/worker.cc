@@ -190,6 +190,40 @@ int RunTrain(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
   return kWorkerOk;
 }
 
+// The output files of a slab unit, written slice by slice as the prediction hands them over:
+// labels.tif (+ probabilities.tif) or denoised.tif. Nothing is left on error (TiffWriter).
+class SlabOutputs {
+ public:
+  static StatusOr<SlabOutputs> Open(const std::string& dir, const std::string& output, const VolumeShape& core,
+                                    const ModelConfig& config) {
+    SlabOutputs o;
+    if (output == "denoised") {
+      VolumeShape s = core;
+      s.c = config.in_channels;
+      IDLEGRID_ASSIGN_OR_RETURN(o.main_, TiffWriter::Open(dir + "/denoised.tif", s, DType::kFloat32));
+      return o;
+    }
+    IDLEGRID_ASSIGN_OR_RETURN(o.main_, TiffWriter::Open(dir + "/labels.tif", core, DType::kUInt8));
+    if (output == "probabilities") {
+      VolumeShape s = core;
+      s.c = config.num_classes;
+      IDLEGRID_ASSIGN_OR_RETURN(o.probabilities_, TiffWriter::Open(dir + "/probabilities.tif", s, DType::kUInt8));
+    }
+    return o;
+  }
+  Status Append(const InferenceResult& part) {
+    IDLEGRID_RETURN_IF_ERROR(main_->Append(part.denoised.empty() ? part.labels : part.denoised));
+    return probabilities_ ? probabilities_->Append(part.probabilities) : Status::Ok();
+  }
+  Status Close() {
+    IDLEGRID_RETURN_IF_ERROR(main_->Close());
+    return probabilities_ ? probabilities_->Close() : Status::Ok();
+  }
+
+ private:
+  std::unique_ptr<TiffWriter> main_, probabilities_;
+};
+
 int RunInfer(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
   std::string output = "labels";
   if (unit.config.contains("output")) {
@@ -235,11 +269,10 @@ int RunInfer(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
     return Fail(events, kWorkerBadUnit, InvalidArgumentError("output \"" + output + "\" does not fit this model"));
   }
   events.Emit({{"event", "start"}, {"kind", "infer_slab"}, {"z_begin", slab.z_begin}, {"z_end", slab.z_end}});
-  TiffReadOptions range;
-  range.z_begin = slab.read_begin() - first;
-  range.z_end = slab.read_end() - first;
-  StatusOr<Volume> input = ReadTiff(volume_path, range);
-  if (!input.ok()) return Fail(events, ExitFor(input.status()), input.status());
+  // Streamed: input slices are read as the tiles reach them and output slices written as
+  // they are final, so the worker holds a few slices, not the slab.
+  StatusOr<std::unique_ptr<TiffStackReader>> reader = TiffStackReader::Open(volume_path);
+  if (!reader.ok()) return Fail(events, ExitFor(reader.status()), reader.status());
   // A slab takes minutes on one thread: progress twice a second, and a stop between tiles
   // (a slab has no checkpoint; it runs again whole).
   auto interrupted = [&] {
@@ -258,25 +291,25 @@ int RunInfer(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
   };
   // A time point of a series is a volume of its own: the slab in its coordinates.
   SlabRange in_frame = slab;
-  int64_t frame_depth = depth;
+  int64_t frame_depth = depth, frame_start = 0;
   if (unit.region && unit.region->frames > 1) {
-    const int64_t lo = unit.region->FrameStart(slab.z_begin);
+    frame_start = unit.region->FrameStart(slab.z_begin);
     frame_depth = unit.region->FrameDepth();
-    in_frame.z_begin -= lo;
-    in_frame.z_end -= lo;
+    in_frame.z_begin -= frame_start;
+    in_frame.z_end -= frame_start;
   }
-  StatusOr<InferenceResult> result = (*model)->Predict(*input, in_frame, frame_depth, hooks);
-  if (result.status().code() == StatusCode::kCancelled) return interrupted();
-  if (!result.ok()) return Fail(events, ExitFor(result.status()), result.status());
-  Status st;
-  if (output == "denoised") {
-    st = WriteTiff(args.outputs_dir + "/denoised.tif", result->denoised);
-  } else {
-    st = WriteTiff(args.outputs_dir + "/labels.tif", result->labels);
-    if (st.ok() && output == "probabilities") {
-      st = WriteTiff(args.outputs_dir + "/probabilities.tif", result->probabilities);
-    }
-  }
+  const VolumeShape& in_shape = (*reader)->info().shape;
+  const VolumeShape core{slab.depth(), in_shape.y, in_shape.x, 1};
+  StatusOr<SlabOutputs> outputs = SlabOutputs::Open(args.outputs_dir, output, core, (*model)->config());
+  if (!outputs.ok()) return Fail(events, kWorkerIoError, outputs.status());
+  // Frame coordinates -> the file's slices.
+  auto read = [&](int64_t z) { return (*reader)->ReadSlices(z + frame_start - first, z + frame_start - first + 1); };
+  auto write = [&](int64_t, const InferenceResult& part) { return outputs->Append(part); };
+  Status st = (*model)->PredictStreamed(VolumeShape{1, in_shape.y, in_shape.x, in_shape.c}, in_frame, frame_depth,
+                                        read, write, hooks);
+  if (st.code() == StatusCode::kCancelled) return interrupted();
+  if (!st.ok()) return Fail(events, ExitFor(st), st);
+  st = outputs->Close();
   if (!st.ok()) return Fail(events, kWorkerIoError, st);
   events.Emit({{"event", "progress"}, {"fraction", 1.0}});
   events.Emit({{"event", "done"}, {"slices", slab.depth()}});

@@ -1,6 +1,8 @@
 #include "idlegrid/models/model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -75,6 +77,65 @@ TEST_CASE("slab-stitched inference equals whole-volume inference", "[models][inf
       CHECK(model->Predict(ExtractSlab(s.image, thin).value(), thin, depth).status().code() ==
             StatusCode::kInvalidArgument);
     }
+  }
+}
+
+TEST_CASE("a streamed prediction holds a window of slices, not the slab, and gives the same output", "[models][infer]") {
+  TempDir dir;
+  const MaterialsSample& s = SmallSample();
+  const VolumeShape& shape = s.image.shape();
+  const VolumeShape plane{1, shape.y, shape.x, shape.c};
+  for (const char* arch : {"unet2d", "unet25d", "unet3d"}) {
+    INFO(arch);
+    auto model = Model::Load(TrainedPackage(arch, dir)).value();
+    const ModelConfig& c = model->config();
+    const int64_t window = IsThreeD(c.architecture) ? c.patch_z : 2 * c.context_slices + 1;
+    const InferenceResult whole = model->PredictVolume(s.image).value();
+    const SlabRange slab{0, shape.z, 0, 0};  // the whole volume as one slab
+    // Every read and write in order: a slice is read once its window reaches it, and every
+    // output slice is written before the reads run more than a window (and a tile) ahead.
+    std::vector<int64_t> reads;
+    int64_t highest_read = -1;
+    Volume out = Volume::Create(whole.labels.shape(), DType::kUInt8).value();
+    int64_t next = slab.z_begin, lead = 0;
+    auto read = [&](int64_t z) -> StatusOr<Volume> {
+      reads.push_back(z);
+      highest_read = std::max(highest_read, z);
+      lead = std::max(lead, highest_read - next);
+      return ExtractSlab(s.image, SlabRange{z, z + 1, 0, 0});
+    };
+    auto write = [&](int64_t first, const InferenceResult& part) {
+      CHECK(first == next);
+      std::memcpy(out.slice_bytes_at(first), part.labels.bytes(), part.labels.size_bytes());
+      next = first + part.labels.shape().z;
+      return Status::Ok();
+    };
+    REQUIRE(model->PredictStreamed(plane, slab, shape.z, read, write).ok());
+    CHECK(next == slab.z_end);
+    CHECK(out == whole.labels);
+    CHECK(lead <= 2 * window);
+    // Each slice is normalised once while its window passes (2.5D: clamped context at the
+    // ends repeats the edge slices from the cache).
+    std::vector<int64_t> sorted = reads;
+    std::sort(sorted.begin(), sorted.end());
+    CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end());
+    CHECK(static_cast<int64_t>(reads.size()) == shape.z);
+
+    // A read that fails ends the prediction with its error; a write that fails, with its own.
+    auto bad_read = [&](int64_t z) -> StatusOr<Volume> {
+      if (z == shape.z / 2) return DataLossError("slice " + std::to_string(z) + " is cut short");
+      return ExtractSlab(s.image, SlabRange{z, z + 1, 0, 0});
+    };
+    Status st = model->PredictStreamed(plane, slab, shape.z, bad_read, [](int64_t, const InferenceResult&) { return Status::Ok(); });
+    CHECK(st.code() == StatusCode::kDataLoss);
+    CHECK(st.message().find("cut short") != std::string::npos);
+    st = model->PredictStreamed(plane, slab, shape.z, read, [](int64_t, const InferenceResult&) { return IoError("disk full"); });
+    CHECK(st.code() == StatusCode::kIoError);
+    // A reader that answers with the wrong shape is caught before the network sees it.
+    auto wrong = [&](int64_t) { return Volume::Create({1, shape.y, shape.x - 8, 1}, DType::kUInt16); };
+    st = model->PredictStreamed(plane, slab, shape.z, wrong, write);
+    CHECK(st.code() == StatusCode::kDataLoss);
+    CHECK(st.message().find("input slice") != std::string::npos);
   }
 }
 

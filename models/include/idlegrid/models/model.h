@@ -6,7 +6,8 @@
 // with Gaussian weights, one tile at a time in a fixed order: a slab (its Z range plus the
 // halo config().InferenceHalo() on each side) gives, once stitched, the labels of a
 // whole-volume run and probabilities equal to within float rounding. Memory is bounded by
-// the slab and the tile, never the volume. No LibTorch in this header.
+// the tile and a few slices (PredictStreamed), never the slab or the volume. Load() is
+// thread-safe; one Model predicts on one thread at a time. No LibTorch in this header.
 #ifndef IDLEGRID_MODELS_MODEL_H_
 #define IDLEGRID_MODELS_MODEL_H_
 
@@ -31,6 +32,13 @@ struct InferenceResult {
   Volume probabilities;  // segmentation, when asked: uint8 p*255, one channel per class
   Volume denoised;       // denoising: float32 in the input's intensity units
 };
+
+// A streamed prediction's input: global slice z of the volume, shape [1, Y, X, C], in its
+// original intensities. Asked for in a window that moves forward through the slab.
+using SliceReader = std::function<StatusOr<Volume>(int64_t z)>;
+// A streamed prediction's output: final slices [first, first + n) of the slab's core (the
+// volumes of `slices` that the model produces are n deep), handed over in order, each once.
+using SliceWriter = std::function<Status(int64_t first, const InferenceResult& slices)>;
 
 // Called after each tile of a prediction.
 struct PredictHooks {
@@ -58,6 +66,13 @@ class Model {
   // CANCELLED when hooks.should_stop said so (between two tiles).
   StatusOr<InferenceResult> Predict(const Volume& input, const SlabRange& slab,
                                     int64_t total_depth, const PredictHooks& hooks = {}) const;
+  // The same without the slab in memory: input slices are read as the tiles reach them and
+  // output slices written as they are final, so memory is the network's window (a few
+  // slices) whatever the slab's depth. `plane` gives Y, X and C; read/write errors end the
+  // prediction with their status.
+  Status PredictStreamed(const VolumeShape& plane, const SlabRange& slab, int64_t total_depth,
+                         const SliceReader& read, const SliceWriter& write,
+                         const PredictHooks& hooks = {}) const;
   // The whole volume in one call.
   StatusOr<InferenceResult> PredictVolume(const Volume& volume, const PredictHooks& hooks = {}) const;
 
