@@ -70,7 +70,6 @@ StatusOr<std::shared_ptr<const Volume>> LazyStack::Slice(int64_t z) {
   return slice;
 }
 
-StatusOr<Volume> LazyStack::ReadAll() const { return ReadTiff(path_); }
 
 Window AutoWindow(const Volume& v, int64_t z, double low_pct, double high_pct) {
   const VolumeShape& s = v.shape();
@@ -181,6 +180,49 @@ StatusOr<Volume> ExtractPlane(const Volume& v, Plane plane, int64_t index, int64
       break;
   }
   return p;
+}
+
+StatusOr<Volume> Overview::Through(Plane plane, int64_t index, int64_t z_begin, int64_t z_end) const {
+  const int64_t limit = plane == Plane::kXY ? shape.z : plane == Plane::kXZ ? shape.y : shape.x;
+  if (index < 0 || index >= limit) return OutOfRangeError("plane index " + std::to_string(index) + " is outside the volume");
+  return ExtractPlane(reduced, plane, plane == Plane::kXY ? index : index / std::max<int64_t>(factor, 1), z_begin, z_end);
+}
+
+int64_t OverviewFactor(const VolumeShape& shape, DType dtype, int64_t budget_bytes) {
+  auto bytes = [&](int64_t f) {
+    return static_cast<double>(shape.z) * static_cast<double>((shape.y + f - 1) / f) *
+           static_cast<double>((shape.x + f - 1) / f) * static_cast<double>(std::max<int64_t>(shape.c, 1) * DTypeSize(dtype));
+  };
+  int64_t f = 1;
+  while (f < std::max(shape.y, shape.x) && bytes(f) > static_cast<double>(budget_bytes)) ++f;
+  return f;
+}
+
+StatusOr<Overview> BuildOverview(const std::string& path, int64_t factor,
+                                 const std::function<bool(int64_t done, int64_t total)>& progress) {
+  if (factor < 1) return InvalidArgumentError("overview factor " + std::to_string(factor) + " must be at least 1");
+  IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<TiffStackReader> reader, TiffStackReader::Open(path));
+  const TiffInfo& info = reader->info();
+  const VolumeShape& s = info.shape;
+  if (s.c != 1) return InvalidArgumentError(path + ": overviews of single-channel stacks only");
+  Overview o;
+  o.factor = factor;
+  o.shape = s;
+  const int64_t ry = (s.y + factor - 1) / factor, rx = (s.x + factor - 1) / factor;
+  IDLEGRID_ASSIGN_OR_RETURN(o.reduced, Volume::CreateUninitialized({s.z, ry, rx, 1}, info.dtype));
+  const size_t elem = DTypeSize(info.dtype);
+  for (int64_t z = 0; z < s.z; ++z) {
+    IDLEGRID_ASSIGN_OR_RETURN(Volume slice, reader->ReadSlices(z, z + 1));
+    uint8_t* dst = o.reduced.slice_bytes_at(z);
+    for (int64_t y = 0; y < ry; ++y) {
+      const uint8_t* row = slice.bytes() + static_cast<size_t>(y * factor * s.x) * elem;
+      for (int64_t x = 0; x < rx; ++x) {
+        std::memcpy(dst + static_cast<size_t>(y * rx + x) * elem, row + static_cast<size_t>(x * factor) * elem, elem);
+      }
+    }
+    if (progress && !progress(z + 1, s.z)) return CancelledError("overview of " + path + " stopped");
+  }
+  return o;
 }
 
 }  // namespace idlegrid::client

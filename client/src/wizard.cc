@@ -50,25 +50,29 @@ StatusOr<std::unique_ptr<Wizard>> Wizard::Create(WizardOptions options) {
 
 Wizard::~Wizard() = default;
 
+StatusOr<std::string> Wizard::Stage(const std::string& spec, const std::function<void(int64_t, int64_t)>& progress) {
+  const VolumePath source = ParseVolumePath(spec);
+  if (!source.hdf5) return spec;
+  IDLEGRID_RETURN_IF_ERROR(MakeDirs(o_.session_dir, 0700));
+  const std::string staged = StagedPath(), tmp = staged + ".tmp";
+  Status converted = ConvertHdf5ToTiff(source, tmp, progress, cancel_);
+  if (!converted.ok()) {
+    std::remove(tmp.c_str());
+    return converted;
+  }
+  if (std::rename(tmp.c_str(), staged.c_str()) != 0) return ErrnoError("rename " + tmp, errno);
+  return staged;
+}
+
 Status Wizard::Open(const std::string& spec) {
   // The grid moves TIFF stacks: an HDF5 dataset becomes one in the session folder (streamed).
-  std::string image_path = spec;
-  if (const VolumePath source = ParseVolumePath(spec); source.hdf5) {
-    IDLEGRID_RETURN_IF_ERROR(MakeDirs(o_.session_dir, 0700));
-    image_path = o_.session_dir + "/image.tif";
-    const std::string tmp = image_path + ".tmp";
-    Status converted = ConvertHdf5ToTiff(source, tmp);
-    if (!converted.ok()) {
-      std::remove(tmp.c_str());
-      return converted;
-    }
-    if (std::rename(tmp.c_str(), image_path.c_str()) != 0) return ErrnoError("rename " + tmp, errno);
+  IDLEGRID_ASSIGN_OR_RETURN(std::string image_path, Stage(spec));
+  if (image_path == StagedPath()) {
+    const std::string kept = o_.session_dir + "/image.tif";
+    if (std::rename(image_path.c_str(), kept.c_str()) != 0) return ErrnoError("rename " + image_path, errno);
+    image_path = kept;
   }
   IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<LazyStack> stack, LazyStack::Open(image_path));
-  {
-    std::lock_guard<std::mutex> lock(image_mu_);
-    image_.reset();
-  }
   stack_ = std::move(stack);
   annotation_ = std::make_unique<Annotation>(stack_->shape());
   saved_revision_ = ~uint64_t{0};
@@ -87,10 +91,6 @@ Status Wizard::Reopen() {
   if (is.z != loaded.annotation.shape().z || is.y != loaded.annotation.shape().y || is.x != loaded.annotation.shape().x) {
     return FailedPreconditionError("the session's labels do not fit " + loaded.session.image_path);
   }
-  {
-    std::lock_guard<std::mutex> lock(image_mu_);
-    image_.reset();
-  }
   stack_ = std::move(*stack);
   const bool local = session_.local_grid;
   session_ = loaded.session;
@@ -99,16 +99,6 @@ Status Wizard::Reopen() {
   saved_revision_ = annotation_->revision();
   image_blob_ = BlobRef{};
   return Status::Ok();
-}
-
-StatusOr<const Volume*> Wizard::Image() {
-  if (!stack_) return FailedPreconditionError("no volume is open");
-  std::lock_guard<std::mutex> lock(image_mu_);
-  if (!image_) {
-    IDLEGRID_ASSIGN_OR_RETURN(Volume v, stack_->ReadAll());
-    image_ = std::make_unique<Volume>(std::move(v));
-  }
-  return image_.get();
 }
 
 Status Wizard::Save() {

@@ -265,7 +265,6 @@ void WizardFrame::AskAndOpenVolume() {
       chosen = static_cast<size_t>(i);
     }
     path += ":" + (*sets)[chosen];
-    Say(U("Converting " + path + " for the grid..."));
   }
   wxBusyCursor busy;
   Status st = OpenVolume(path);
@@ -279,6 +278,30 @@ Status WizardFrame::OpenVolume(const std::string& path) {
                    "idlegrid", wxYES_NO | wxICON_QUESTION, this) != wxYES) {
     return Status::Ok();
   }
+  if (!ParseVolumePath(path).hdf5) return OpenStaged(path);
+  // An HDF5 dataset becomes a TIFF stack on the task thread, its slices counted in the status
+  // bar; the session open now stays usable until the stack is ready.
+  Wizard* w = wizard_.get();
+  auto staged = std::make_shared<std::string>();
+  auto shown = std::make_shared<std::atomic<int64_t>>(-1);
+  const bool started = RunTask("Converting " + U(path) + " for the grid", [this, w, path, staged, shown] {
+    IDLEGRID_ASSIGN_OR_RETURN(*staged, w->Stage(path, [this, path, shown](int64_t done, int64_t total) {
+      const int64_t pct = 100 * done / std::max<int64_t>(total, 1);
+      if (shown->exchange(pct) == pct) return;
+      CallAfter([this, path, done, total] {
+        Say(wxString::Format("Converting %s for the grid: %lld of %lld slices", U(path), static_cast<long long>(done),
+                             static_cast<long long>(total)));
+      });
+    }));
+    return Status::Ok();
+  }, [this, staged](const Status& st) {
+    Status opened = st.ok() ? OpenStaged(*staged) : st;
+    if (!opened.ok()) Fail("Cannot open this volume", opened);
+  });
+  return started ? Status::Ok() : UnavailableError("wait for the current task to finish");
+}
+
+Status WizardFrame::OpenStaged(const std::string& path) {
   Status st = wizard_->Open(path);
   if (!wizard_->is_open()) return st;
   // Open may have replaced the labels even when saving them failed: the pages show what is open.
@@ -336,16 +359,20 @@ Status WizardFrame::Follow(const SessionJob& job) {
   Go(apply ? kApply : kDenoise);
   if (apply) apply_->Start(job.job_id);
   if (!apply) denoise_->Start(job.job_id);
-  const bool started = RunTask(apply ? "Segmenting the whole volume" : "Denoising", [this, w, job, apply, out] {
+  auto views = std::make_shared<ApplyViews>();
+  const bool started = RunTask(apply ? "Segmenting the whole volume" : "Denoising", [this, w, job, apply, out, views] {
     IDLEGRID_RETURN_IF_ERROR(WaitJob(job.job_id, [this, apply](const Json& s) {
       if (apply) apply_->ShowStatus(s);
       if (!apply) denoise_->ShowStatus(s);
     }));
     IDLEGRID_RETURN_IF_ERROR(w->grid().FetchOutput(job.job_id, apply ? "labels" : "denoised", out));
-    return apply ? w->Image().status() : Status::Ok();  // the orthogonal views need every slice
-  }, [this, apply, out](const Status& st) {
+    if (!apply) return Status::Ok();
+    // The orthogonal views come from overviews read a slice at a time, never the volume.
+    IDLEGRID_ASSIGN_OR_RETURN(*views, PrepareApplyViews(w->stack(), out));
+    return Status::Ok();
+  }, [this, apply, out, views](const Status& st) {
     if (!st.ok()) return Fail(apply ? "Applying the model failed" : "Denoising failed", st);
-    Status loaded = apply ? apply_->Load(out) : denoise_->Load(out);
+    Status loaded = apply ? apply_->Load(std::move(*views)) : denoise_->Load(out);
     if (!loaded.ok()) Fail("Cannot show the result", loaded);
   });
   return started ? Status::Ok() : UnavailableError("wait for the current task to finish");

@@ -690,9 +690,31 @@ ApplyPage::ApplyPage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent), fr
   export_model_->Bind(wxEVT_BUTTON, [save](wxCommandEvent&) { save(false); });
 }
 
+StatusOr<ApplyViews> PrepareApplyViews(const LazyStack& image, const std::string& labels_tif,
+                                       const std::function<bool(int64_t done, int64_t total)>& progress) {
+  ApplyViews v;
+  IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<LazyStack> labels, LazyStack::Open(labels_tif));
+  v.labels = std::move(labels);
+  const VolumeShape& s = image.shape();
+  const VolumeShape& ls = v.labels->shape();
+  if (ls.z != s.z || ls.y != s.y || ls.x != s.x) {
+    return DataLossError(labels_tif + " is " + ls.ToString() + ", the volume " + s.ToString() +
+                         ": the segmentation does not fit the volume");
+  }
+  const int64_t f = OverviewFactor(s, image.dtype(), kOverviewBytes);
+  // Two passes over the files, each a slice at a time: progress counts both.
+  auto half = [&](int64_t offset) {
+    return [&progress, offset](int64_t done, int64_t total) { return !progress || progress(offset + done, 2 * total); };
+  };
+  IDLEGRID_ASSIGN_OR_RETURN(v.image, BuildOverview(image.path(), f, half(0)));
+  IDLEGRID_ASSIGN_OR_RETURN(v.segmentation, BuildOverview(labels_tif, f, half(s.z)));
+  return v;
+}
+
 void ApplyPage::Start(const std::string& job_id) {
   job_ = job_id;
-  labels_ = Volume();
+  views_ = ApplyViews();
+  for (auto& k : plane_keep_) k.reset();
   gauge_->SetValue(0);
   status_->SetLabel(U("Segmenting the whole volume (job " + job_id + ")..."));
   export_labels_->Enable(false);
@@ -706,9 +728,9 @@ void ApplyPage::ShowStatus(const Json& job) {
   status_->SetLabel(wxString::Format("Job %s: %s - %d of %d slabs done", U(job_), U(job.value("state", std::string())), done, total));
 }
 
-Status ApplyPage::Load(const std::string& labels_tif) {
-  IDLEGRID_ASSIGN_OR_RETURN(labels_, ReadTiff(labels_tif));
-  const VolumeShape& s = labels_.shape();
+Status ApplyPage::Load(ApplyViews views) {
+  views_ = std::move(views);
+  const VolumeShape& s = views_.labels->shape();
   colours_ = ColoursOf(frame_->wizard()->annotation());
   for (auto [slider, n] : {std::pair{y_, s.y}, std::pair{x_, s.x}}) {
     slider->SetRange(0, static_cast<int>(std::max<int64_t>(1, n - 1)));
@@ -720,9 +742,11 @@ Status ApplyPage::Load(const std::string& labels_tif) {
   y_->SetValue(static_cast<int>(s.y / 2));
   x_->SetValue(static_cast<int>(s.x / 2));
   gauge_->SetValue(1000);
+  const int64_t f = views_.image.factor;
   status_->SetLabel(U("Done: " + std::to_string(s.z) + " slices segmented" +
                       (series.frames > 1 ? " (" + std::to_string(series.frames) + " time points)" : "") +
-                      ". Left: slice (XY); middle: XZ; right: YZ."));
+                      ". Left: slice (XY); middle: XZ; right: YZ" +
+                      (f > 1 ? " (every " + std::to_string(f) + "th row and column)." : ".")));
   export_labels_->Enable(true);
   export_model_->Enable(true);
   Draw();
@@ -731,35 +755,36 @@ Status ApplyPage::Load(const std::string& labels_tif) {
 
 void ApplyPage::Draw() {
   Wizard* w = frame_->wizard();
-  if (labels_.empty() || w == nullptr || !w->is_open()) return;
-  StatusOr<const Volume*> image = w->Image();  // loaded before the result came
-  if (!image.ok()) return frame_->Fail("Cannot read the volume", image.status());
-  const VolumeShape& ls = labels_.shape();
+  if (!views_.labels || w == nullptr || !w->is_open()) return;
+  const VolumeShape& ls = views_.labels->shape();
   const int64_t z = std::min<int64_t>(z_->global(), ls.z - 1), y = std::min<int64_t>(y_->GetValue(), ls.y - 1),
                 x = std::min<int64_t>(x_->GetValue(), ls.x - 1);
-  // XZ and YZ through the shown time point only.
+  // XZ and YZ through the shown time point only, from the overviews.
   const SeriesIndex& series = z_->series();
-  const int64_t first = z - series.Slice(z), in_frame = series.Slice(z);
-  if ((*image)->shape().z != ls.z || (*image)->shape().y != ls.y || (*image)->shape().x != ls.x) {
-    return frame_->Fail("Cannot show the result", DataLossError("the segmentation does not fit the volume"));
-  }
+  const int64_t first = z - series.Slice(z), in_frame = series.Slice(z), f = views_.image.factor;
   struct View {
     SliceCanvas* canvas;
     Plane plane;
     int64_t index, cx, cy;
     const char* name;
   };
-  for (const View& v : {View{xy_, Plane::kXY, z, x, y, "XY, slice"}, View{xz_, Plane::kXZ, y, x, in_frame, "XZ, row"},
-                        View{yz_, Plane::kYZ, x, y, in_frame, "YZ, column"}}) {
-    StatusOr<Volume> gray = ExtractPlane(**image, v.plane, v.index, first, first + series.depth());
-    StatusOr<Volume> lab = ExtractPlane(labels_, v.plane, v.index, first, first + series.depth());
-    if (!gray.ok() || !lab.ok()) continue;
-    auto keep = std::make_shared<Volume>(std::move(*lab));
-    v.canvas->SetLayers({{keep.get(), 0, colours_, kLabelAlpha}});
-    v.canvas->SetPicture(gray->shape().x, gray->shape().y, RenderGray(*gray, 0, AutoWindow(*gray)));
+  for (const View& v : {View{xy_, Plane::kXY, z, x, y, "XY, slice"}, View{xz_, Plane::kXZ, y, x / f, in_frame, "XZ, row"},
+                        View{yz_, Plane::kYZ, x, y / f, in_frame, "YZ, column"}}) {
+    // XY at full resolution, a slice of each file; XZ and YZ from the overviews.
+    auto plane_of = [&](const Overview& o, LazyStack& full) -> StatusOr<std::shared_ptr<const Volume>> {
+      if (v.plane == Plane::kXY) return full.Slice(z);
+      IDLEGRID_ASSIGN_OR_RETURN(Volume p, o.Through(v.plane, v.index, first, first + series.depth()));
+      return std::make_shared<const Volume>(std::move(p));
+    };
+    StatusOr<std::shared_ptr<const Volume>> gray = plane_of(views_.image, w->stack());
+    StatusOr<std::shared_ptr<const Volume>> lab = plane_of(views_.segmentation, *views_.labels);
+    if (!gray.ok() || !lab.ok()) return frame_->Fail("Cannot show the result", gray.ok() ? lab.status() : gray.status());
+    const Volume& g = **gray;
+    v.canvas->SetLayers({{lab->get(), 0, colours_, kLabelAlpha}});
+    v.canvas->SetPicture(g.shape().x, g.shape().y, RenderGray(g, 0, AutoWindow(g)));
     v.canvas->SetCaption(wxString::Format("%s %lld", v.name, static_cast<long long>((v.plane == Plane::kXY ? in_frame : v.index) + 1)));
     v.canvas->SetCrosshair(v.cx, v.cy);
-    plane_keep_[v.plane == Plane::kXY ? 0 : v.plane == Plane::kXZ ? 1 : 2] = keep;
+    plane_keep_[v.plane == Plane::kXY ? 0 : v.plane == Plane::kXZ ? 1 : 2] = *lab;
   }
 }
 
@@ -810,7 +835,7 @@ DenoisePage::DenoisePage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent)
 }
 
 void DenoisePage::Start(const std::string& job_id) {
-  denoised_ = Volume();
+  denoised_.reset();
   gauge_->SetValue(0);
   status_->SetLabel(U("Learning the noise from the volume itself (job " + job_id + ")..."));
   save_->Enable(false);
@@ -823,9 +848,16 @@ void DenoisePage::ShowStatus(const Json& job) {
 }
 
 Status DenoisePage::Load(const std::string& denoised_tif) {
-  IDLEGRID_ASSIGN_OR_RETURN(denoised_, ReadTiff(denoised_tif));
+  IDLEGRID_ASSIGN_OR_RETURN(denoised_, LazyStack::Open(denoised_tif));
+  const VolumeShape& ds = denoised_->shape();
+  const VolumeShape& s = frame_->wizard()->stack().shape();
+  if (ds.z != s.z || ds.y != s.y || ds.x != s.x) {
+    denoised_.reset();
+    return DataLossError(denoised_tif + " is " + ds.ToString() + ", the volume " + s.ToString() +
+                         ": the denoised volume does not fit it");
+  }
   path_ = denoised_tif;
-  const SeriesIndex series{denoised_.shape().z, frame_->wizard()->stack().frames()};
+  const SeriesIndex series{ds.z, frame_->wizard()->stack().frames()};
   z_->SetSeries(series);
   z_->SetGlobal(series.Global(0, series.depth() / 2));
   gauge_->SetValue(1000);
@@ -837,17 +869,16 @@ Status DenoisePage::Load(const std::string& denoised_tif) {
 
 void DenoisePage::Draw() {
   Wizard* w = frame_->wizard();
-  if (denoised_.empty() || w == nullptr || !w->is_open()) return;
-  const int64_t z = std::min<int64_t>(z_->global(), denoised_.shape().z - 1);
+  if (!denoised_ || w == nullptr || !w->is_open()) return;
+  const int64_t z = std::min<int64_t>(z_->global(), denoised_->shape().z - 1);
   StatusOr<std::shared_ptr<const Volume>> before = w->stack().Slice(z);
   if (!before.ok()) return frame_->Fail("Cannot read this slice", before.status());
+  StatusOr<std::shared_ptr<const Volume>> after = denoised_->Slice(z);
+  if (!after.ok()) return frame_->Fail("Cannot read the denoised slice", after.status());
   const Window win = AutoWindow(**before);
-  const VolumeShape& s = denoised_.shape();
-  if ((*before)->shape().y != s.y || (*before)->shape().x != s.x) {
-    return frame_->Fail("Cannot show the denoised volume", DataLossError("it does not fit the volume"));
-  }
+  const VolumeShape& s = denoised_->shape();
   before_->SetPicture(s.x, s.y, RenderGray(**before, 0, win));
-  after_->SetPicture(s.x, s.y, RenderGray(denoised_, z, win));
+  after_->SetPicture(s.x, s.y, RenderGray(**after, 0, win));
   before_->SetCaption(U("Before - " + LowerFirst(z_->series().Describe(z))));
   after_->SetCaption("After (denoised)");
 }

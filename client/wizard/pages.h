@@ -131,12 +131,23 @@ class ComparePage : public wxPanel {
 };
 
 // Step 6: the whole volume segmented: slice view and the two orthogonal views; export.
+// What the Apply page shows, read off the UI thread: the segmentation's slices on demand and
+// overviews of the volume and of the segmentation (reduced in-plane alike, within
+// kOverviewBytes) for the XZ and YZ views, so that neither is ever whole in memory.
+struct ApplyViews {
+  std::shared_ptr<LazyStack> labels;
+  Overview image, segmentation;
+};
+constexpr int64_t kOverviewBytes = int64_t{128} << 20;
+StatusOr<ApplyViews> PrepareApplyViews(const LazyStack& image, const std::string& labels_tif,
+                                       const std::function<bool(int64_t done, int64_t total)>& progress = {});
+
 class ApplyPage : public wxPanel {
  public:
   ApplyPage(wxWindow* parent, WizardFrame* frame);
   void Start(const std::string& job_id);
   void ShowStatus(const Json& job);
-  Status Load(const std::string& labels_tif);  // the fetched result
+  Status Load(ApplyViews views);  // the fetched result
   Status Export(const std::string& labels_tif, const std::string& model_pt);
   const std::string& job() const { return job_; }
 
@@ -150,9 +161,9 @@ class ApplyPage : public wxPanel {
   SlicePicker* z_;
   wxSlider *y_, *x_;
   wxButton *export_labels_, *export_model_;
-  Volume labels_;
+  ApplyViews views_;
   std::vector<uint32_t> colours_;
-  std::shared_ptr<Volume> plane_keep_[3];  // the label planes the canvases draw
+  std::shared_ptr<const Volume> plane_keep_[3];  // the label planes the canvases draw
 };
 
 // Step 7: self-supervised denoising, before and after side by side.
@@ -171,7 +182,7 @@ class DenoisePage : public wxPanel {
   SliceCanvas *before_, *after_;
   SlicePicker* z_;
   wxButton* save_;
-  Volume denoised_;
+  std::unique_ptr<LazyStack> denoised_;  // read a slice at a time, as shown
   std::string path_;
 };
 
@@ -207,7 +218,9 @@ class WizardFrame : public wxFrame {
 
   // The flow (buttons, menus and scripts call these).
   void StartGrid(const Json& grid);
+  // A new session on `path`; an HDF5 dataset is converted on the task thread first.
   Status OpenVolume(const std::string& path);
+  Status OpenStaged(const std::string& path);  // a TIFF stack (or Stage()'s), at once
   // The file dialog (TIFF or HDF5; for an HDF5 file with several image datasets, which one),
   // then OpenVolume; failures are shown.
   void AskAndOpenVolume();

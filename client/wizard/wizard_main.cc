@@ -142,10 +142,10 @@ class Driver {
 
   Status Compare(int64_t z, const std::string& png) {
     IDLEGRID_ASSIGN_OR_RETURN(std::vector<Candidate> all, w_->Candidates());
-    IDLEGRID_ASSIGN_OR_RETURN(const Volume* im, w_->Image());
-    const Volume& image = *im;
+    IDLEGRID_ASSIGN_OR_RETURN(std::shared_ptr<const Volume> slice, w_->stack().Slice(z));
+    const Volume& image = *slice;
     const int64_t h = image.shape().y, w = image.shape().x, n = static_cast<int64_t>(all.size());
-    std::vector<uint8_t> gray = GraySlice(image, z), row(static_cast<size_t>(n * w * h * 3));
+    std::vector<uint8_t> gray = GraySlice(image, 0), row(static_cast<size_t>(n * w * h * 3));
     for (int64_t i = 0; i < n; ++i) {
       IDLEGRID_ASSIGN_OR_RETURN(Volume p, w_->Predict(all[i].model, z, z + 1));
       std::vector<uint8_t> panel = gray;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <thread>
@@ -13,6 +14,7 @@
 #include "child_process.h"
 #include "idlegrid/client/annotation.h"
 #include "idlegrid/models/model.h"
+#include "idlegrid/shared/hdf5_io.h"
 #include "idlegrid/shared/tiff_io.h"
 #include "models/model_fixtures.h"
 #include "test_util.h"
@@ -132,6 +134,21 @@ TEST_CASE("the wx wizard says what went wrong and keeps going or stops cleanly",
                             &rc);
   CHECK(rc == 1);
   CHECK_THAT(out, Catch::Contains("Cannot reach the grid") && Catch::Contains("127.0.0.1:1"));
+
+  // An HDF5 dataset is converted on the task thread (the window stays live) and opens as its
+  // stack; the staged copy becomes the session's image.
+  const Volume& volume = testing::SmallSample().image;
+  {
+    auto h5 = Hdf5Writer::Open(ParseVolumePath(dir / "scan.h5:/entry/raw"), volume.shape(), volume.dtype()).value();
+    REQUIRE(h5->Append(volume).ok());
+    REQUIRE(h5->Close().ok());
+  }
+  testing::Spit(dir / "h5.script", "{\"open\": \"" + dir / "scan.h5:/entry/raw" + "\"}\n{\"class\": \"pores\"}\n");
+  out = testing::RunCommand(env + "--script " + dir / "h5.script" + " --session " + dir / "s3" + " --nodes 0 2>&1", &rc);
+  CHECK(rc == 0);
+  INFO(out);
+  CHECK(ReadTiff(dir / "s3/image.tif").value() == volume);
+  CHECK_FALSE(std::filesystem::exists(dir / "s3/image.tif.staged"));
 }
 
 }  // namespace

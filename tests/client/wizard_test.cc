@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
+#include <atomic>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -236,6 +237,32 @@ TEST_CASE("the errors a wizard user can meet are clear and lose no labels", "[cl
   CHECK(w->stack().frames() == 2);
   CHECK(w->session().image_path == dir / "session/image.tif");
   CHECK(*w->stack().Slice(volume.shape().z + 1).value() == ExtractSlab(volume, SlabRange{1, 2, 0, 0}).value());
+
+  // Staging, the slow half of opening (the window runs it on its task thread), counts its
+  // slices and leaves the open session as it is until Open takes the stack; a cancel leaves
+  // nothing behind.
+  REQUIRE(w->Open(dir / "volume.tif").ok());
+  int64_t last = 0;
+  const std::string staged = w->Stage(dir / "scan.h5:/entry/raw", [&](int64_t done, int64_t total) {
+    CHECK(total == doubled.z);
+    CHECK(done > last);
+    last = done;
+  }).value();
+  CHECK(last == doubled.z);
+  CHECK(staged == w->StagedPath());
+  CHECK(w->stack().shape() == volume.shape());
+  CHECK(w->session().image_path == dir / "volume.tif");
+  REQUIRE(w->Open(staged).ok());
+  CHECK(w->stack().shape() == doubled);
+  CHECK(w->session().image_path == dir / "session/image.tif");
+  CHECK_FALSE(std::filesystem::exists(staged));
+  CHECK(w->Stage(dir / "volume.tif").value() == dir / "volume.tif");  // a TIFF needs no staging
+  std::atomic<bool> stop{true};
+  w->set_cancel(&stop);
+  CHECK(w->Stage(dir / "scan.h5:/entry/raw").status().code() == StatusCode::kCancelled);
+  w->set_cancel(nullptr);
+  CHECK_FALSE(std::filesystem::exists(w->StagedPath()));
+  CHECK_FALSE(std::filesystem::exists(w->StagedPath() + ".tmp"));
 
   // A failed (here: cancelled) job is a message naming the job, not a hang.
   REQUIRE(w->Open(dir / "volume.tif").ok());

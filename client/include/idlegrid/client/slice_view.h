@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <algorithm>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -39,8 +40,6 @@ class LazyStack {
 
   // Slice z as a 1 x Y x X volume.
   StatusOr<std::shared_ptr<const Volume>> Slice(int64_t z);
-  // The whole stack (training needs it; the viewer never does).
-  StatusOr<Volume> ReadAll() const;
 
  private:
   LazyStack() = default;
@@ -89,6 +88,24 @@ enum class Plane { kXY, kXZ, kYZ };
 // y=index (Z x X), YZ at x=index (Z x Y). XZ and YZ span slices [z_begin, z_end) (z_end < 0:
 // to the end): one time point of a series.
 StatusOr<Volume> ExtractPlane(const Volume& v, Plane plane, int64_t index, int64_t z_begin = 0, int64_t z_end = -1);
+
+// A stack reduced in-plane for orthogonal views of a volume larger than memory: every
+// factor-th row and column of every slice (nearest), all slices. Plain value.
+struct Overview {
+  int64_t factor = 1;
+  VolumeShape shape;  // the stack's
+  Volume reduced;     // Z x ceil(Y / factor) x ceil(X / factor)
+  // XZ at full-resolution row `index` / YZ at column `index` (XY: slice `index`) through
+  // slices [z_begin, z_end), `factor` times coarser in-plane.
+  StatusOr<Volume> Through(Plane plane, int64_t index, int64_t z_begin = 0, int64_t z_end = -1) const;
+};
+// The smallest factor that keeps a stack of this shape and type within `budget_bytes`
+// (image and labels reduced by the image's factor line up).
+int64_t OverviewFactor(const VolumeShape& shape, DType dtype, int64_t budget_bytes);
+// Reads the single-channel TIFF stack at `path` once, a slice at a time. `progress` (may be
+// empty) is told the slices done after each; returning false stops with CANCELLED.
+StatusOr<Overview> BuildOverview(const std::string& path, int64_t factor,
+                                 const std::function<bool(int64_t done, int64_t total)>& progress = {});
 
 }  // namespace idlegrid::client
 

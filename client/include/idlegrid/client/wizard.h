@@ -55,6 +55,12 @@ class Wizard {
   // time); or the saved one in session_dir. Reads the header only: slices are read as they
   // are shown (stack()).
   Status Open(const std::string& image_path);
+  // The slow part of Open, for a task thread: an HDF5 dataset becomes a TIFF stack beside the
+  // session (StagedPath()), reporting its slices as they are written and stopping with
+  // CANCELLED on the cancel flag; the session open now is untouched until Open(StagedPath())
+  // takes the stack as its image. Any other path comes back as it is. Thread-safe.
+  StatusOr<std::string> Stage(const std::string& spec, const std::function<void(int64_t done, int64_t total)>& progress = {});
+  std::string StagedPath() const { return o_.session_dir + "/image.tif.staged"; }
   Status Reopen();
   // Autosave: the session, and the labels when they changed since the last save. Thread-safe.
   Status Save();
@@ -62,8 +68,6 @@ class Wizard {
   bool is_open() const { return annotation_ != nullptr; }
   Annotation& annotation() { return *annotation_; }
   LazyStack& stack() { return *stack_; }
-  // The whole volume, read on first use (training plans from it). Thread-safe.
-  StatusOr<const Volume*> Image();
   Session& session() { return session_; }
   ApiClient& grid() { return *api_; }
   const WizardOptions& options() const { return o_; }
@@ -118,8 +122,7 @@ class Wizard {
   Session session_;
   std::unique_ptr<Annotation> annotation_;
   std::unique_ptr<LazyStack> stack_;
-  std::unique_ptr<Volume> image_;
-  std::mutex image_mu_, save_mu_;
+  std::mutex save_mu_;
   uint64_t saved_revision_ = ~uint64_t{0};
   BlobRef image_blob_;
   const std::atomic<bool>* cancel_ = nullptr;
