@@ -61,7 +61,8 @@ Status CheckLabelsFit(const TiffInfo& image, const TiffInfo& labels) {
   if (image.frames > 1 && ls.z == depth && ls.y == is.y && ls.x == is.x) {
     return InvalidArgumentError("input \"labels\" is one volume of " + std::to_string(ls.z) + " slices, but the image is a series of " +
                                 std::to_string(image.frames) + " time points of " + std::to_string(depth) +
-                                " slices: save the labels as a hyperstack of the same time points (unpainted ones empty)");
+                                " slices: save the labels as a hyperstack of the same time points (unpainted ones empty), "
+                                "or say which time point they belong to (idlegrid submit --labels-time-point T)");
   }
   if (ls.z != is.z || ls.y != is.y || ls.x != is.x) {
     return InvalidArgumentError("image " + is.ToString() + " and labels " + ls.ToString() + " differ in shape");

@@ -1,7 +1,7 @@
 // idlegrid: the console for users and admins of a work server.
 //
 //   idlegrid login --server URL --fingerprint F --token ADMIN_TOKEN   (saved in config.json)
-//   idlegrid submit segment --image I.tif --labels L.tif [--wait]
+//   idlegrid submit segment --image I.tif --labels L.tif [--labels-time-point T] [--wait]
 //   idlegrid submit denoise --image I.tif
 //   idlegrid submit train   --image I.tif [--labels L.tif] [--model CONFIG.json]
 //   idlegrid submit infer   --model M.pt --volume V.tif [--config CONFIG.json] [--output labels]
@@ -29,6 +29,7 @@
 #include "idlegrid/shared/crypto.h"
 #include "idlegrid/shared/files.h"
 #include "idlegrid/shared/hdf5_io.h"
+#include "idlegrid/shared/tiff_io.h"
 
 namespace idlegrid {
 namespace {
@@ -132,6 +133,20 @@ class StagedVolume {
     TransferProgress::Get().Start("writing " + spec_.ToString(), "slices");
     Status st = ConvertTiffToHdf5(tiff_, spec_, [](int64_t done, int64_t total) { TransferProgress::Get().Show(done, total); });
     TransferProgress::Get().Finish();
+    return st;
+  }
+  // Labels painted on one time point of the series `image_tiff`, T (1-based, as Fiji counts
+  // time points): become the series' labels, every other time point empty (PlaceInSeries).
+  Status PlaceAtTimePoint(const std::string& image_tiff, int64_t t) {
+    IDLEGRID_ASSIGN_OR_RETURN(TiffInfo image, ProbeTiff(image_tiff));
+    if (image.frames <= 1) return InvalidArgumentError("--labels-time-point: the image is one volume, not a series");
+    const std::string src = tiff_;
+    const bool src_temporary = temporary_;
+    IDLEGRID_RETURN_IF_ERROR(Temporary());
+    std::fprintf(stderr, "labels %s: time point %lld of %lld\n", src.c_str(), static_cast<long long>(t),
+                 static_cast<long long>(image.frames));
+    Status st = PlaceInSeries(src, image.frames, t - 1, tiff_);
+    if (src_temporary) std::remove(src.c_str());
     return st;
   }
   const std::string& tiff() const { return tiff_; }
@@ -283,7 +298,7 @@ int main(int argc, char** argv) {
   auto* submit = app.add_subcommand("submit", "submit a job");
   submit->require_subcommand(1);
   std::string image, labels, model, volume, config_path, output, name;
-  int64_t epochs_per_unit = 0, timeout_s = 7 * 86400;
+  int64_t epochs_per_unit = 0, timeout_s = 7 * 86400, labels_time_point = 0;
   bool wait = false;
   auto common = [&](CLI::App* c) {
     c->add_option("--name", name, "a name for the job");
@@ -293,6 +308,8 @@ int main(int argc, char** argv) {
   auto* seg = submit->add_subcommand("segment", "train candidate models on painted labels, keep the best, segment the volume");
   seg->add_option("--image", image, "volume (TIFF, or file.h5:/dataset)")->required()->check(kVolumeFile);
   seg->add_option("--labels", labels, "labels (TIFF or HDF5, uint8: 0 unlabelled, 1..K classes)")->required()->check(kVolumeFile);
+  const char* kTimePointHelp = "the labels are one volume painted on time point T (1 = first) of a series image";
+  seg->add_option("--labels-time-point", labels_time_point, kTimePointHelp)->check(CLI::PositiveNumber);
   common(seg);
   auto* den = submit->add_subcommand("denoise", "self-supervised denoising (no labels)");
   den->add_option("--image", image, "noisy volume (TIFF, or file.h5:/dataset)")->required()->check(kVolumeFile);
@@ -300,6 +317,7 @@ int main(int argc, char** argv) {
   auto* tr = submit->add_subcommand("train", "train one model");
   tr->add_option("--image", image, "volume (TIFF, or file.h5:/dataset)")->required()->check(kVolumeFile);
   tr->add_option("--labels", labels, "labels (TIFF or HDF5); without: a denoiser")->check(kVolumeFile);
+  tr->add_option("--labels-time-point", labels_time_point, kTimePointHelp)->check(CLI::PositiveNumber);
   tr->add_option("--model", config_path, "model configuration (JSON); default: planned from the data")->check(CLI::ExistingFile);
   tr->add_option("--epochs-per-unit", epochs_per_unit, "epochs per work unit; default: sized to minutes");
   common(tr);
@@ -377,6 +395,9 @@ int main(int argc, char** argv) {
     auto upload = [&](const std::string& input, const std::string& spec) -> Status {
       staged.push_back(std::make_unique<StagedVolume>());
       if (input != "model") IDLEGRID_RETURN_IF_ERROR(staged.back()->ForUpload(spec).WithContext(input));
+      if (input == "labels" && labels_time_point > 0) {  // staged[0] is the image
+        IDLEGRID_RETURN_IF_ERROR(staged.back()->PlaceAtTimePoint(staged.front()->tiff(), labels_time_point).WithContext(input));
+      }
       const std::string path = input != "model" ? staged.back()->tiff() : spec;
       StatusOr<uint64_t> size = FileSize(path);
       if (!size.ok()) return size.status().WithContext(input);

@@ -492,6 +492,38 @@ Status CopyTiffSlices(const std::string& src, const SliceRegion& region, const s
   return writer->Close();
 }
 
+Status PlaceInSeries(const std::string& src, int64_t frames, int64_t time_point, const std::string& dst) {
+  IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<TiffStackReader> reader, TiffStackReader::Open(src));
+  const TiffInfo& info = reader->info();
+  if (info.frames > 1) {
+    return InvalidArgumentError(src + " is already a series of " + std::to_string(info.frames) + " time points");
+  }
+  if (frames < 1 || time_point < 0 || time_point >= frames) {
+    return InvalidArgumentError("time point " + std::to_string(time_point + 1) + " is outside the series' " +
+                                std::to_string(frames) + " (for " + src + ")");
+  }
+  VolumeShape shape = info.shape;
+  shape.z *= frames;
+  TiffWriteOptions options;
+  options.deflate = true;
+  options.frames = frames;
+  IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<TiffWriter> writer, TiffWriter::Open(dst, shape, info.dtype, options));
+  VolumeShape one = info.shape;
+  one.z = 1;
+  IDLEGRID_ASSIGN_OR_RETURN(const Volume empty, Volume::Create(one, info.dtype));
+  for (int64_t t = 0; t < frames; ++t) {
+    for (int64_t z = 0; z < info.shape.z; ++z) {
+      if (t != time_point) {
+        IDLEGRID_RETURN_IF_ERROR(writer->Append(empty));
+        continue;
+      }
+      IDLEGRID_ASSIGN_OR_RETURN(Volume slice, reader->ReadSlices(z, z + 1));
+      IDLEGRID_RETURN_IF_ERROR(writer->Append(slice));
+    }
+  }
+  return writer->Close();
+}
+
 // Writer -------------------------------------------------------------------
 
 struct TiffWriter::State {

@@ -479,17 +479,16 @@ TEST_CASE("a time series segments through the grid: labels on one time point, a 
     VolumeShape shape = sample.image.shape();
     shape.z *= frames;
     auto image = Must(TiffWriter::Open(g.dir / "series.tif", shape, DType::kUInt16, series));
-    series.deflate = true;
-    auto labels = Must(TiffWriter::Open(g.dir / "series_labels.tif", shape, DType::kUInt8, series));
-    const Volume none = Must(Volume::Create(sample.scribbles.shape(), DType::kUInt8));
     for (int64_t t = 0; t < frames; ++t) {
       Must(image->Append(RollX(sample.image, 16 * t)));
-      Must(labels->Append(t == 1 ? RollX(sample.scribbles, 16) : none));
       truth.push_back(RollX(sample.truth, 16 * t));
     }
     Must(image->Close());
-    Must(labels->Close());
   }
+  // The labels as one volume painted on time point 1, placed in the series (what
+  // `idlegrid submit --labels-time-point 2` does).
+  Must(WriteTiff(g.dir / "labels_t1.tif", RollX(sample.scribbles, 16)));
+  Must(PlaceInSeries(g.dir / "labels_t1.tif", frames, 1, g.dir / "series_labels.tif"));
   Job job;
   job.kind = JobKind::kTrain;
   job.inputs = {{"image", Must(g.admin->UploadFile(g.dir / "series.tif"))},
@@ -604,6 +603,33 @@ TEST_CASE("HDF5 in and out through the console: a series dataset denoised, fetch
   const std::string err = testing::RunCommand(cli + "fetch " + job + " -o " + g.dir / "x.h5" + " 2>&1", &rc);
   CHECK(rc != 0);
   CHECK_THAT(err, Catch::Contains("name the dataset to write"));
+
+  // Labels painted on one time point, as one volume: refused with the way out, then taken
+  // with the time point said.
+  Must(WriteTiff(g.dir / "scribbles.tif", testing::SmallSample().scribbles));
+  const std::string segment = cli + "submit segment --image " + g.dir / "series.h5:/entry/raw" + " --labels " + g.dir / "scribbles.tif";
+  const std::string refused = testing::RunCommand(segment + " 2>&1", &rc);
+  CHECK(rc != 0);
+  CHECK_THAT(refused, Catch::Contains("one volume of 12 slices") && Catch::Contains("--labels-time-point"));
+  const std::string placed = testing::Trim(testing::RunCommand(segment + " --labels-time-point 2 2>" + g.dir / "seg.err", &rc));
+  INFO(testing::Slurp(g.dir / "seg.err"));
+  REQUIRE(rc == 0);
+  CHECK_THAT(testing::Slurp(g.dir / "seg.err"), Catch::Contains("time point 2 of 2"));
+  // Its training units read time point 2 (index 1) alone: the labels landed there.
+  const Json queued = g.WaitFor(placed, [](const Json& j) { return !j["units"].empty() || j["state"] == "failed"; }, 60);
+  INFO(queued.dump());
+  REQUIRE(queued["state"] != "failed");
+  for (const Json& u : queued["units"]) {
+    if (u["kind"] != "train_epochs") continue;
+    CHECK(u["region"]["runs"].front()[0].get<int64_t>() / 12 == 1);
+    CHECK((u["region"]["runs"].back()[1].get<int64_t>() - 1) / 12 == 1);
+  }
+  testing::RunCommand(cli + "cancel " + placed + " 2>&1", &rc);
+  CHECK(rc == 0);
+  CHECK(testing::RunCommand(segment + " --labels-time-point 3 2>&1", &rc).find("time point 3 is outside the series' 2") !=
+        std::string::npos);
+  CHECK(rc != 0);
+  CHECK(std::filesystem::is_empty(g.dir / "cli-cache/staging"));
   node->Signal(SIGTERM);
   CHECK(node->Wait(10000) == 0);
 }

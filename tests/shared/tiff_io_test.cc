@@ -1,5 +1,7 @@
 #include "idlegrid/shared/tiff_io.h"
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <regex>
 
@@ -424,6 +426,35 @@ TEST_CASE("a time series is written as a hyperstack that tifffile and Fiji read 
   const Status lie = ProbeTiff(d + "/lie.tif").status();
   CHECK(lie.code() == StatusCode::kDataLoss);
   CHECK_THAT(lie.message(), Catch::Contains("lie.tif") && Catch::Contains("frames=2, slices=4, channels=1 (8 pages), but the file has 12 pages"));
+}
+
+TEST_CASE("labels of one time point are placed in a series, the other time points empty", "[tiff]") {
+  TempDir dir;
+  Volume one = Volume::Create({3, 8, 10, 1}, DType::kUInt8).value();
+  for (int64_t i = 0; i < one.shape().elements(); ++i) one.data<uint8_t>()[i] = static_cast<uint8_t>(i % 3);
+  REQUIRE(WriteTiff(dir / "t.tif", one).ok());
+  REQUIRE(PlaceInSeries(dir / "t.tif", 4, 2, dir / "series.tif").ok());
+  const TiffInfo info = ProbeTiff(dir / "series.tif").value();
+  CHECK(info.frames == 4);
+  CHECK(info.shape == VolumeShape{12, 8, 10, 1});
+  const Volume series = ReadTiff(dir / "series.tif").value();
+  const size_t frame_bytes = one.size_bytes();
+  for (int64_t t = 0; t < 4; ++t) {
+    const uint8_t* p = series.bytes() + static_cast<size_t>(t) * frame_bytes;
+    if (t == 2) {
+      CHECK(std::memcmp(p, one.bytes(), frame_bytes) == 0);
+    } else {
+      CHECK(std::all_of(p, p + frame_bytes, [](uint8_t v) { return v == 0; }));
+    }
+  }
+  // A time point outside the series, or labels that are already a series: named, nothing written.
+  Status st = PlaceInSeries(dir / "t.tif", 4, 4, dir / "bad.tif");
+  CHECK(st.code() == StatusCode::kInvalidArgument);
+  CHECK_THAT(st.message(), Catch::Contains("time point 5 is outside the series' 4"));
+  st = PlaceInSeries(dir / "series.tif", 4, 0, dir / "bad.tif");
+  CHECK(st.code() == StatusCode::kInvalidArgument);
+  CHECK_THAT(st.message(), Catch::Contains("already a series of 4 time points"));
+  CHECK_FALSE(std::filesystem::exists(dir / "bad.tif"));
 }
 
 TEST_CASE("memory and file readers agree", "[tiff]") {

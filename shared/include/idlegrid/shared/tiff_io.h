@@ -122,6 +122,12 @@ Status CopyTiffSlices(const std::string& src, const SliceRegion& region, const s
                       const TiffWriteOptions& options = {}, int64_t chunk_bytes = int64_t{64} << 20,
                       const std::atomic<bool>* cancel = nullptr);
 
+// Labels painted on one time point of a series, as the series' labels: writes to `dst` a
+// hyperstack of `frames` time points of src's depth, time point `time_point` (0-based) from
+// the stack `src` and every other one empty (deflate, so empty slices cost little), a slice
+// at a time. INVALID_ARGUMENT names the file when src is itself a series or t is outside.
+Status PlaceInSeries(const std::string& src, int64_t frames, int64_t time_point, const std::string& dst);
+
 }  // namespace idlegrid
 
 #endif  // IDLEGRID_SHARED_TIFF_IO_H_
