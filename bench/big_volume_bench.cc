@@ -3,8 +3,8 @@
 //   upload   the volume and its labels, streamed from disk (the transfer part)
 //   train    a one-unit training job on it, and the same on a volume 8x smaller with the
 //            same labels: the worker's peak RSS must not grow with the volume
-//   infer    the trained model over 8 and over 32 slices of it (4 slabs each, on 2 nodes):
-//            the worker's peak RSS against its slab's bytes, and for slabs 4x as deep
+//   infer    the trained model over 8 and over 64 slices of it (2 slabs each, on 2 nodes):
+//            the worker's peak RSS against its slab's bytes, and for slabs 8x as deep
 // and what the nodes downloaded against the bytes of the regions their units needed (the
 // design before regions moved the whole volume to every unit: its ratio is printed beside).
 // The server's peak RSS (VmHWM) covers upload, planning, cutting and stitching.
@@ -130,7 +130,7 @@ struct ServerProc {
 ServerProc StartServer(const std::string& bin, const std::string& data) {
   ServerProc s;
   s.child = std::make_unique<ChildProcess>(std::vector<std::string>{
-      bin + "/idlegrid-server", "--data", data, "--listen", "127.0.0.1:0", "--unit-threads", "1"});
+      bin + "/idlegrid-server", "--data", data, "--listen", "127.0.0.1:0", "--unit-threads", "1", "--min-slabs", "2"});
   for (int i = 0; i < 20; ++i) {
     auto line = s.child->ReadLine(30000);
     if (!line) break;
@@ -320,8 +320,9 @@ int Run(int argc, char** argv) {
   train.inputs = {{"image", small_image}, {"labels", small_labels}};
   const Json small_train = WaitDone(*admin, Submit(*admin, train), "train (small)");
 
-  // Inference over two ranges of the volume, as four slabs each: slabs of 2 and of 8 slices.
-  // A streamed worker's memory is its runtime and a window of slices, not its slab.
+  // Inference over two ranges of the volume, as two slabs each (the server's --min-slabs):
+  // slabs of 4 slices, and of 32 (the server's default slab size for 1024 x 1024 slices). A
+  // streamed worker's memory is its runtime and a window of slices, not its slab.
   auto infer_range = [&](int64_t depth) {
     Job infer;
     infer.kind = JobKind::kInfer;
@@ -331,7 +332,7 @@ int Run(int argc, char** argv) {
   };
   const auto t_infer = Clock::now();
   const Json inferred_thin = infer_range(8);
-  const Json inferred = infer_range(32);
+  const Json inferred = infer_range(64);
   const double infer_s = Since(t_infer);
   const double seconds = Since(t0);
 
@@ -401,7 +402,7 @@ int Run(int argc, char** argv) {
   if (!keep) std::filesystem::remove_all(dir);
   std::printf("RESULT volume_gib=%.2f transfer_ratio=%.3f whole_volume_transfer_ratio=%.1f train_worker_peak_rss_mib=%.0f "
               "train_worker_peak_rss_small_mib=%.0f train_rss_ratio=%.3f infer_worker_peak_rss_mib=%.0f "
-              "infer_rss_per_slab_bytes=%.2f infer_rss_ratio_4x_slab=%.3f server_peak_rss_mib=%.0f seconds=%.1f transfer_seconds=%.1f "
+              "infer_rss_per_slab_bytes=%.2f infer_rss_ratio_8x_slab=%.3f server_peak_rss_mib=%.0f seconds=%.1f transfer_seconds=%.1f "
               "series_frames=%lld series_slabs=%lld series_transfer_ratio=%.3f series_worker_peak_rss_mib=%.0f "
               "series_seconds=%.1f\n",
               big_gib, static_cast<double>(downloaded) / static_cast<double>(needed),

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   app.add_option("--unit-threads", o.queue.unit_threads, "CPU threads per unit")->check(CLI::Range(1, 256));
   app.add_option("--unit-seconds", o.queue.unit_target_seconds, "target length of a training unit")->check(CLI::Range(1, 86400));
   app.add_option("--slab-voxels", o.queue.slab_target_voxels, "target voxels of an inference slab")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  app.add_option("--min-slabs", o.queue.min_slabs, "inference slabs a volume becomes at least (when halos allow)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   CLI11_PARSE(app, argc, argv);
 
   const size_t colon = listen.rfind(':');
