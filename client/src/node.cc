@@ -52,7 +52,8 @@ void SleepFor(int64_t ms, const std::atomic<bool>& stop) {
 // Output files of the worker and the names the server knows them by.
 const std::pair<const char*, const char*> kOutputs[] = {
     {"checkpoint.pt", "checkpoint"}, {"metrics.json", "metrics"},         {"model.pt", "model"},
-    {"labels.tif", "labels"},        {"probabilities.tif", "probabilities"}, {"denoised.tif", "denoised"}};
+    {"labels.tif", "labels"},        {"probabilities.tif", "probabilities"}, {"denoised.tif", "denoised"},
+    {"uncertainty.tif", "uncertainty"}, {"review.json", "review"}};
 
 bool Exists(const std::string& path) {
   struct stat st;
@@ -362,9 +363,15 @@ struct NodeDaemon::Impl {
   void WritePreview(const std::string& dir, const SignedUnit& env) {
     if (!env.unit.slab) return;
     const bool denoised = Exists(dir + "/outputs/denoised.tif");
-    StatusOr<Volume> out = ReadTiff(dir + (denoised ? "/outputs/denoised.tif" : "/outputs/labels.tif"));
-    if (!out.ok() || out->shape().z == 0) return;
-    const int64_t mid = out->shape().z / 2;
+    const std::string out_path = dir + (denoised ? "/outputs/denoised.tif" : "/outputs/labels.tif");
+    StatusOr<TiffInfo> out_info = ProbeTiff(out_path);
+    if (!out_info.ok() || out_info->shape.z == 0) return;
+    const int64_t mid = out_info->shape.z / 2;
+    TiffReadOptions one;  // the middle slice alone, not the slab
+    one.z_begin = mid;
+    one.z_end = mid + 1;
+    StatusOr<Volume> out = ReadTiff(out_path, one);
+    if (!out.ok()) return;
     TiffReadOptions r;
     // The input holds the slab's slices alone when it has a region, else the whole volume.
     r.z_begin = env.unit.slab->z_begin + mid - (env.unit.region ? env.unit.slab->read_begin() : 0);
@@ -374,10 +381,10 @@ struct NodeDaemon::Impl {
     const int64_t w = in->shape().x, h = in->shape().y;
     std::vector<uint8_t> left = GraySlice(*in, 0), right;
     if (denoised) {
-      right = GraySlice(*out, mid);
+      right = GraySlice(*out, 0);
     } else {
       right = left;
-      OverlayLabels(*out, mid, 0.5, &right);
+      OverlayLabels(*out, 0, 0.5, &right);
     }
     std::vector<uint8_t> both(static_cast<size_t>(2 * w * h * 3));
     for (int64_t y = 0; y < h; ++y) {

@@ -188,6 +188,24 @@ StatusOr<Volume> Overview::Through(Plane plane, int64_t index, int64_t z_begin, 
   return ExtractPlane(reduced, plane, plane == Plane::kXY ? index : index / std::max<int64_t>(factor, 1), z_begin, z_end);
 }
 
+std::vector<uint32_t> UncertaintyStrip(const std::map<int64_t, double>& uncertainty, int64_t first, int64_t count,
+                                       int64_t width) {
+  std::vector<uint32_t> out(static_cast<size_t>(std::max<int64_t>(width, 0)), 0xE0E0E0);
+  if (count <= 0 || width <= 0) return out;
+  for (int64_t c = 0; c < width; ++c) {
+    // The slices this column covers (at least one).
+    const int64_t lo = first + c * count / width, hi = std::max(lo + 1, first + (c + 1) * count / width);
+    double worst = -1;
+    for (auto it = uncertainty.lower_bound(lo); it != uncertainty.end() && it->first < hi; ++it) worst = std::max(worst, it->second);
+    if (worst < 0) continue;
+    const double u = std::clamp(worst, 0.0, 1.0);
+    // Pale yellow-white (255, 245, 200) to deep red (180, 0, 0).
+    const auto mix = [u](double a, double b) { return static_cast<uint32_t>(std::lround(a + (b - a) * u)); };
+    out[static_cast<size_t>(c)] = mix(255, 180) << 16 | mix(245, 0) << 8 | mix(200, 0);
+  }
+  return out;
+}
+
 int64_t OverviewFactor(const VolumeShape& shape, DType dtype, int64_t budget_bytes) {
   auto bytes = [&](int64_t f) {
     return static_cast<double>(shape.z) * static_cast<double>((shape.y + f - 1) / f) *

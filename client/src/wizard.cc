@@ -1,6 +1,8 @@
 #include "idlegrid/client/wizard.h"
 
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include "idlegrid/models/config_json.h"
@@ -249,6 +251,71 @@ StatusOr<std::vector<Candidate>> Wizard::Candidates() {
   return out;
 }
 
+StatusOr<RoundReview> RoundReview::FromJson(const Json& review, const std::string& job_id) {
+  RoundReview r;
+  r.job_id = job_id;
+  if (!review.is_object() || !review.contains("slices") || !review["slices"].is_array() || !review.contains("where") ||
+      !review["where"].is_array()) {
+    return InvalidArgumentError("job " + job_id + ": summary.review must hold slices and where");
+  }
+  for (const Json& e : review["slices"]) {
+    if (!e.is_object() || !e.contains("z") || !e["z"].is_number_integer() || !e.contains("entropy") || !e["entropy"].is_number()) {
+      return InvalidArgumentError("job " + job_id + ": summary.review.slices holds an entry without z and entropy");
+    }
+    r.uncertainty[e["z"].get<int64_t>()] = e["entropy"].get<double>();
+  }
+  for (const Json& z : review["where"]) {
+    if (!z.is_number_integer() || r.uncertainty.count(z.get<int64_t>()) == 0) {
+      return InvalidArgumentError("job " + job_id + ": summary.review.where names a slice that was not reviewed");
+    }
+    r.where.push_back(z.get<int64_t>());
+  }
+  if (review.contains("agreement") && review["agreement"].is_object()) {
+    for (auto it = review["agreement"].begin(); it != review["agreement"].end(); ++it) {
+      if (it.value().is_number()) r.agreement[it.key()] = it.value().get<double>();
+    }
+  }
+  return r;
+}
+
+StatusOr<Volume> RoundReview::MapOf(int64_t z) const {
+  auto it = uncertainty.find(z);
+  if (it == uncertainty.end()) return NotFoundError("slice " + std::to_string(z) + " was not reviewed");
+  const int64_t index = std::distance(uncertainty.begin(), it);  // the map holds the reviewed slices in Z order
+  TiffReadOptions one;
+  one.z_begin = index;
+  one.z_end = index + 1;
+  return ReadTiff(map_path, one);
+}
+
+int64_t RoundReview::Next(int64_t z) const {
+  if (where.empty()) return -1;
+  auto it = std::find(where.begin(), where.end(), z);
+  if (it == where.end() || ++it == where.end()) return where.front();
+  return *it;
+}
+
+StatusOr<RoundReview> Wizard::LatestReview() {
+  for (auto j = session_.jobs.rbegin(); j != session_.jobs.rend(); ++j) {
+    if (j->purpose != "candidates" && j->purpose != "retrain") continue;
+    IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->JobStatus(j->job_id));
+    if (s["state"] != "done" || !s["summary"].is_object() || !s["summary"].contains("review")) continue;
+    IDLEGRID_ASSIGN_OR_RETURN(RoundReview r, RoundReview::FromJson(s["summary"]["review"], j->job_id));
+    r.map_path = o_.session_dir + "/uncertainty-" + j->job_id + ".tif";
+    if (!std::filesystem::exists(r.map_path)) {
+      const std::string tmp = r.map_path + ".part";
+      Status st = api_->FetchOutput(j->job_id, "uncertainty", tmp);
+      if (st.ok() && std::rename(tmp.c_str(), r.map_path.c_str()) != 0) st = ErrnoError("rename " + tmp, errno);
+      if (!st.ok()) {
+        std::remove(tmp.c_str());
+        return st;
+      }
+    }
+    return r;
+  }
+  return NotFoundError("no finished round of this session has a review");
+}
+
 StatusOr<std::string> Wizard::SubmitInfer(const BlobRef& model, const std::string& name, const Json& config) {
   IDLEGRID_RETURN_IF_ERROR(EnsureImageUploaded());
   Job job;
@@ -315,6 +382,7 @@ StatusOr<std::string> Wizard::SubmitRetrain() {
   job.inputs["image"] = image_blob_;
   // The chosen model: a candidate, or the result of an earlier retrain.
   IDLEGRID_ASSIGN_OR_RETURN(job.inputs["init"], ChosenModel());
+  job.config = {{"review", true}};  // where the fine-tuned model is still unsure: the next round
   IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->Submit(job));
   const std::string id = s["job_id"];
   Track(id, "retrain");

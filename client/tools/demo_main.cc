@@ -115,6 +115,7 @@ Status Demo::Sweep() {
     IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->JobStatus(job_id_));
     const std::string state = s["state"];
     const int stage = s["stage"];
+    const int stages = s["stages"];
     if (stage != last_stage && stage == 2) {
       train_seconds = Since(t0);
       std::printf("      candidates ranked by validation Dice on held-out strokes:\n");
@@ -122,8 +123,15 @@ Status Demo::Sweep() {
         std::printf("        %-16s %s\n", r["name"].get<std::string>().c_str(),
                     r["score"].is_null() ? "-" : std::to_string(r["score"].get<double>()).substr(0, 6).c_str());
       }
-      last_stage = stage;
     }
+    if (stage != last_stage && s["summary"].contains("review") && stage == 3) {
+      // Where a user would correct first: the slices the candidates are most unsure of.
+      const Json& review = s["summary"]["review"];
+      std::string where;
+      for (size_t k = 0; k < review["where"].size() && k < 5; ++k) where += " " + std::to_string(review["where"][k].get<int64_t>() + 1);
+      std::printf("      where to correct first (most uncertain of %zu slices):%s\n", review["slices"].size(), where.c_str());
+    }
+    last_stage = stage;
     int done = 0, running = 0, total = 0;
     std::string working;
     for (const Json& u : s["units"]) {
@@ -137,8 +145,9 @@ Status Demo::Sweep() {
       }
     }
     char line[512];
-    std::snprintf(line, sizeof(line), "      %5.0f s  stage %d/2 (%s): %d/%d units done;%s", Since(t0), stage,
-                  stage == 1 ? "training" : "inference", done, total, working.c_str());
+    const char* what = stage == 1 ? "training" : stage < stages ? "review: where are the candidates unsure?" : "inference";
+    std::snprintf(line, sizeof(line), "      %5.0f s  stage %d/%d (%s): %d/%d units done;%s", Since(t0), stage, stages,
+                  what, done, total, working.c_str());
     if (line != last_line && (i % 5 == 0 || state != "running")) {
       std::printf("%s\n", line);
       last_line = line;
@@ -158,12 +167,13 @@ Status Demo::Sweep() {
   summary_["validation_dice"] = ranking;
   summary_["chosen_model"] = s["summary"]["ranking"][0]["name"];
   std::map<std::string, int> per_node;
-  int train_units = 0, slab_units = 0;
+  std::map<std::string, int> kinds;
   for (const Json& u : s["units"]) {
     per_node[u["node"].is_null() ? "?" : u["node"].get<std::string>()]++;
-    (u["kind"] == "train_epochs" ? train_units : slab_units)++;
+    kinds[u["kind"].get<std::string>()]++;
   }
-  summary_["units"] = {{"train_epochs", train_units}, {"infer_slab", slab_units}};
+  summary_["units"] = kinds;
+  if (s["summary"].contains("review")) summary_["where_to_correct"] = s["summary"]["review"]["where"];
   summary_["units_per_node"] = per_node;
   summary_["job"] = job_id_;
   return Status::Ok();

@@ -557,6 +557,7 @@ Status WizardFrame::ScriptStep(const Json& cmd) {
     return compare_->ready() ? Status::Ok() : UnavailableError("the candidates are segmenting the slice");
   }
   if (name == "pick") return compare_->Choose(arg.get<std::string>());
+  if (name == "uncertain") return paint_->GoMostUncertain();
   if (name == "correct_from") {
     const int64_t z = arg.value("slice", paint_->slice());
     if (paint_->slice() != z) paint_->ShowSlice(z);

@@ -47,7 +47,7 @@ std::vector<std::pair<std::string, double>> ChainProgress(const Json& job) {
   std::map<std::string, std::pair<double, int>> sums;
   for (const Json& u : job["units"]) {
     const std::string chain = u.value("chain", std::string());
-    if (chain.empty()) continue;
+    if (chain.empty() || u.value("kind", std::string()) != "train_epochs") continue;  // a candidate's chain
     if (!sums.count(chain)) out.emplace_back(chain, 0);
     const double p = u.value("state", std::string()) == "done" ? 1.0 : u.value("progress", 0.0);
     sums[chain].first += p;
@@ -167,6 +167,15 @@ PaintPage::PaintPage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent), fr
   show_prediction_->SetValue(true);
   show_prediction_->Hide();
   side->Add(show_prediction_, 0, wxTOP, 8);
+  show_uncertain_ = new wxCheckBox(this, wxID_ANY, "Mark where the models are unsure");
+  show_uncertain_->SetValue(true);
+  show_uncertain_->SetForegroundColour(wxColour(0xA0, 0x00, 0xA0));
+  show_uncertain_->Hide();
+  side->Add(show_uncertain_, 0, wxTOP, 4);
+  next_uncertain_ = new wxButton(this, wxID_ANY, "Go to the most uncertain slice");
+  next_uncertain_->SetToolTip("The slices the models are most unsure of, one after another: correct there first");
+  next_uncertain_->Hide();
+  side->Add(next_uncertain_, 0, wxEXPAND | wxTOP, 4);
   side->Add(new wxStaticLine(this), 0, wxEXPAND | wxTOP | wxBOTTOM, 8);
   counter_ = new wxStaticText(this, wxID_ANY, "");
   side->Add(counter_, 0, wxEXPAND);
@@ -237,6 +246,11 @@ PaintPage::PaintPage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent), fr
   undo->Bind(wxEVT_BUTTON, [this](wxCommandEvent&) { Undo(); });
   redo->Bind(wxEVT_BUTTON, [this](wxCommandEvent&) { Redo(); });
   show_prediction_->Bind(wxEVT_CHECKBOX, [this](wxCommandEvent&) { ShowPicture(); });
+  show_uncertain_->Bind(wxEVT_CHECKBOX, [this](wxCommandEvent&) { ShowPicture(); });
+  next_uncertain_->Bind(wxEVT_BUTTON, [this](wxCommandEvent&) {
+    Status st = GoMostUncertain();
+    if (!st.ok()) frame_->Say(U(st.message()));
+  });
   train_->Bind(wxEVT_BUTTON, [this](wxCommandEvent&) {
     Status st = frame_->TrainCandidates();
     if (!st.ok()) frame_->Fail("Cannot train yet", st);
@@ -280,6 +294,8 @@ void PaintPage::SetCorrecting(bool on) {
                       : "Paint a few strokes of each class");
   tool_->Enable(2, on);
   show_prediction_->Show(on);
+  show_uncertain_->Show(on && review_state_ == ReviewState::kLoaded);
+  next_uncertain_->Show(on && review_state_ == ReviewState::kLoaded);
   retrain_->Show(on);
   apply_->Show(on);
   train_->SetLabel(on ? "Train new candidates" : "Train candidates >");
@@ -326,6 +342,8 @@ void PaintPage::ShowPicture() {
   const Volume* p = Prediction(z_);
   if (correcting_ && show_prediction_->GetValue() && p != nullptr) layers.push_back({p, 0, colours, kPredictionAlpha});
   layers.push_back({&w->annotation().labels(), z_, colours, kLabelAlpha});
+  const Volume* unsure = correcting_ && show_uncertain_->GetValue() ? UncertainMask(z_) : nullptr;
+  if (unsure != nullptr) layers.push_back({unsure, 0, {kUncertainColour}, kUncertainAlpha});
   canvas_->SetLayers(std::move(layers));
   canvas_->SetPicture(s.x, s.y, RenderGray(*slice_, 0, window_));
 }
@@ -453,14 +471,74 @@ const Volume* PaintPage::Prediction(int64_t z) const {
   return it == predictions_.end() ? nullptr : &it->second;
 }
 
-void PaintPage::ForgetPredictions() { predictions_.clear(); }
+void PaintPage::ForgetPredictions() {
+  predictions_.clear();
+  review_state_ = ReviewState::kNone;
+  review_ = RoundReview();
+  uncertain_.clear();
+  picker_->SetUncertainty({});
+  show_uncertain_->Hide();
+  next_uncertain_->Hide();
+}
+
+Status PaintPage::GoMostUncertain() {
+  if (review_state_ == ReviewState::kNone || review_state_ == ReviewState::kLoading) {
+    if (review_state_ == ReviewState::kNone) RequestPrediction();
+    return UnavailableError("the round's review is on its way");
+  }
+  if (review_state_ == ReviewState::kAbsent || review_.where.empty()) {
+    return NotFoundError("this round has no review of where the models are unsure");
+  }
+  ShowSlice(review_.Next(z_));
+  return Status::Ok();
+}
+
+const Volume* PaintPage::UncertainMask(int64_t z) {
+  if (review_state_ != ReviewState::kLoaded || review_.uncertainty.count(z) == 0) return nullptr;
+  auto it = uncertain_.find(z);
+  if (it != uncertain_.end()) return &it->second;
+  StatusOr<Volume> map = review_.MapOf(z);
+  if (!map.ok()) return nullptr;
+  for (int64_t i = 0; i < map->shape().elements(); ++i) map->data<uint8_t>()[i] = map->data<uint8_t>()[i] > 127;
+  return &(uncertain_[z] = std::move(*map));
+}
+
+// The latest round's review, fetched on the task thread once per round.
+void PaintPage::LoadReview() {
+  Wizard* w = frame_->wizard();
+  auto result = std::make_shared<StatusOr<RoundReview>>(NotFoundError(""));
+  review_state_ = ReviewState::kLoading;
+  fetching_ = frame_->RunTask(
+      "Reading where the models are unsure",
+      [w, result] {
+        *result = w->LatestReview();
+        return result->ok() || result->status().code() == StatusCode::kNotFound ? Status::Ok() : result->status();
+      },
+      [this, result](const Status& st) {
+        fetching_ = false;
+        if (!st.ok()) {
+          review_state_ = ReviewState::kAbsent;
+          return frame_->Fail("Cannot read the round's review", st);
+        }
+        review_state_ = result->ok() ? ReviewState::kLoaded : ReviewState::kAbsent;
+        if (result->ok()) {
+          review_ = std::move(**result);
+          picker_->SetUncertainty(review_.uncertainty);
+          frame_->Say(wxString::Format("The models are most unsure of slice %lld: the button takes you there",
+                                       static_cast<long long>(review_.where.empty() ? 0 : review_.where[0] + 1)));
+        }
+        SetCorrecting(correcting_);  // shows the review's controls
+        ShowPicture();
+        RequestPrediction();
+      });
+  if (!fetching_) review_state_ = ReviewState::kNone;
+}
 
 void PaintPage::RequestPrediction() {
   Wizard* w = frame_->wizard();
-  if (!correcting_ || fetching_ || frame_->busy() || w == nullptr || !w->is_open() || !slice_ ||
-      w->session().chosen_model.empty() || Prediction(z_) != nullptr) {
-    return;
-  }
+  if (!correcting_ || fetching_ || frame_->busy() || w == nullptr || !w->is_open() || !slice_) return;
+  if (review_state_ == ReviewState::kNone) return LoadReview();
+  if (w->session().chosen_model.empty() || Prediction(z_) != nullptr) return;
   const int64_t z = z_;
   auto result = std::make_shared<Volume>();
   frame_->Say(wxString::Format("Predicting slice %lld with the chosen model...", static_cast<long long>(z + 1)));
@@ -535,8 +613,15 @@ void TrainPage::ShowStatus(const Json& job) {
       states_[i]->SetLabel(chains[i].second >= 1 ? wxString("trained") : wxString::Format("%.0f%%", 100 * chains[i].second));
     }
   }
-  overall_->SetLabel(wxString::Format("Job %s: %s, %.0f%% overall", U(job.value("job_id", std::string())),
-                                      U(job.value("state", std::string())), 100 * job.value("progress", 0.0)));
+  int reviewed = 0, reviews = 0;  // the round's review: where the candidates are unsure
+  for (const Json& u : job["units"]) {
+    if (u.value("kind", std::string()) != "review_slices") continue;
+    ++reviews;
+    reviewed += u.value("state", std::string()) == "done";
+  }
+  overall_->SetLabel(wxString::Format("Job %s: %s, %.0f%% overall%s", U(job.value("job_id", std::string())),
+                                      U(job.value("state", std::string())), 100 * job.value("progress", 0.0),
+                                      reviews == 0 ? wxString() : wxString::Format(" - finding where they are unsure: %d of %d parts", reviewed, reviews)));
   Layout();
 }
 

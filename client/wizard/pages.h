@@ -25,6 +25,10 @@ namespace idlegrid::client {
 class WizardFrame;
 constexpr double kLabelAlpha = 0.5;
 constexpr double kPredictionAlpha = 0.3;
+// Where the round's models are unsure (the review's map above one half): magenta, a class
+// colour no default palette uses.
+constexpr uint32_t kUncertainColour = 0xFF00FF;
+constexpr double kUncertainAlpha = 0.35;
 
 std::vector<uint32_t> ColoursOf(const Annotation& a);
 wxString Thousands(int64_t n);
@@ -62,7 +66,10 @@ class PaintPage : public wxPanel {
   void Redo();
   void AutoContrast();
   void Zoom(double f) { canvas_->ZoomBy(f); }
-  void ForgetPredictions();
+  void ForgetPredictions();  // and the round's review: a new round, or a new volume
+  // Goes to the reviewed slice the models are most unsure of after the one shown (where to
+  // correct next). UNAVAILABLE while the review is being fetched, NOT_FOUND without one.
+  Status GoMostUncertain();
   // The chosen model's prediction of slice z (nullptr until fetched).
   const Volume* Prediction(int64_t z) const;
   void RequestPrediction();
@@ -72,6 +79,8 @@ class PaintPage : public wxPanel {
  private:
   void ShowPicture();
   void AfterChange(const Patch& p);
+  void LoadReview();
+  const Volume* UncertainMask(int64_t z);  // the review's map of z above one half, or nullptr
 
   WizardFrame* frame_;
   SliceCanvas* canvas_;
@@ -81,13 +90,16 @@ class PaintPage : public wxPanel {
   wxGauge* goal_;
   wxListBox* classes_;
   wxRadioBox* tool_;
-  wxCheckBox* show_prediction_;
-  wxButton *train_, *retrain_, *apply_;
+  wxCheckBox *show_prediction_, *show_uncertain_;
+  wxButton *train_, *retrain_, *apply_, *next_uncertain_;
   int64_t z_ = 0;
   Window window_, range_;
   std::shared_ptr<const Volume> slice_;
   bool correcting_ = false, fetching_ = false;
   std::map<int64_t, Volume> predictions_;  // by slice, of the chosen model
+  enum class ReviewState { kNone, kLoading, kLoaded, kAbsent } review_state_ = ReviewState::kNone;
+  RoundReview review_;
+  std::map<int64_t, Volume> uncertain_;  // by reviewed slice: 1 where the map is above one half
   double last_stroke_s_ = -1;
 };
 

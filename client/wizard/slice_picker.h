@@ -1,6 +1,8 @@
 // SlicePicker: the wizard's slice slider, with a time slider above it for a time series
-// (SeriesIndex: the stack's slices are its time points one after the other). Reports the
-// stack's slice (its global index) as the user moves either. GUI thread only.
+// (SeriesIndex: the stack's slices are its time points one after the other), and under it,
+// after a round's review, the uncertainty strip of the shown time point (UncertaintyStrip;
+// a click goes to that slice). Reports the stack's slice (its global index) as the user
+// moves either. GUI thread only.
 #ifndef IDLEGRID_CLIENT_WIZARD_SLICE_PICKER_H_
 #define IDLEGRID_CLIENT_WIZARD_SLICE_PICKER_H_
 
@@ -8,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 
 #include "idlegrid/client/slice_view.h"
 
@@ -24,6 +27,8 @@ class SlicePicker : public wxPanel {
   void SetGlobal(int64_t global);  // does not call on_change
   int64_t global() const;
   const SeriesIndex& series() const { return series_; }
+  // Reviewed slice -> uncertainty 0..1 (empty: no strip).
+  void SetUncertainty(std::map<int64_t, double> uncertainty);
 
   std::function<void(int64_t global)> on_change;
 
@@ -31,7 +36,11 @@ class SlicePicker : public wxPanel {
   void Changed();
   void ShowText();
 
+  void PaintStrip();
+
   SeriesIndex series_;
+  std::map<int64_t, double> uncertainty_;
+  wxWindow* strip_;
   wxSlider *time_, *slice_;
   wxStaticText *time_text_, *slice_text_;
   wxBoxSizer* time_row_;

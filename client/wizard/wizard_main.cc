@@ -77,6 +77,15 @@ class Driver {
       }
       return NotFoundError("no candidate " + arg.dump());
     }
+    if (name == "uncertain") {  // where the round's models are unsure, most first
+      IDLEGRID_ASSIGN_OR_RETURN(RoundReview r, w_->LatestReview());
+      std::printf("  most uncertain slices:");
+      for (size_t i = 0; i < r.where.size() && i < 5; ++i) {
+        std::printf(" %lld (%.3f)", static_cast<long long>(r.where[i] + 1), r.uncertainty.at(r.where[i]));
+      }
+      std::printf("\n");
+      return Status::Ok();
+    }
     if (name == "compare") return Compare(arg.value("slice", int64_t{0}), arg.value("png", std::string("compare.png")));
     if (name == "accept") {
       const int64_t z = arg.value("slice", int64_t{0});

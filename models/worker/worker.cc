@@ -6,6 +6,7 @@
 
 #include "idlegrid/models/config_json.h"
 #include "idlegrid/models/model.h"
+#include "idlegrid/models/review.h"
 #include "idlegrid/models/runtime.h"
 #include "idlegrid/models/strategy.h"
 #include "idlegrid/models/trainer.h"
@@ -316,6 +317,98 @@ int RunInfer(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
   return kWorkerOk;
 }
 
+// The models a review unit names, loaded with their class probabilities.
+StatusOr<std::vector<std::pair<std::string, std::unique_ptr<Model>>>> LoadReviewModels(const WorkerArgs& args,
+                                                                                     const WorkUnit& unit) {
+  const Json& names = unit.config.contains("models") ? unit.config["models"] : Json();
+  if (!names.is_array() || names.empty() || names.size() > 16) {
+    return InvalidArgumentError("unit.config.models must list 1 to 16 model inputs");
+  }
+  InferenceOptions options;
+  options.probabilities = true;
+  std::vector<std::pair<std::string, std::unique_ptr<Model>>> models;
+  for (const Json& n : names) {
+    const std::string name = n.is_string() ? n.get<std::string>() : "";
+    const std::string path = InputPath(args, unit, name);
+    if (path.empty()) return InvalidArgumentError("unit.config.models names \"" + name.substr(0, 64) + "\", not an input");
+    IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, Model::Load(path, options));
+    if (m->config().task != Task::kSegment ||
+        (!models.empty() && m->config().num_classes != models[0].second->config().num_classes)) {
+      return InvalidArgumentError("input \"" + name + "\" is not a segmentation model of the others' classes");
+    }
+    models.emplace_back(name, std::move(m));
+  }
+  return models;
+}
+
+int RunReview(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
+  StatusOr<std::vector<std::pair<std::string, std::unique_ptr<Model>>>> models = LoadReviewModels(args, unit);
+  if (!models.ok()) return Fail(events, ExitFor(models.status()), models.status());
+  const std::string volume_path = InputPath(args, unit, "volume");
+  if (volume_path.empty() || !unit.region) {
+    return Fail(events, kWorkerBadUnit, InvalidArgumentError("review_slices needs a \"volume\" input and a region"));
+  }
+  const SliceRegion& region = *unit.region;
+  StatusOr<std::unique_ptr<TiffStackReader>> reader = TiffStackReader::Open(volume_path);
+  if (!reader.ok()) return Fail(events, ExitFor(reader.status()), reader.status());
+  const VolumeShape& in = (*reader)->info().shape;
+  if (in.z != region.slices()) {
+    return Fail(events, kWorkerBadInput, DataLossError("input \"volume\" has " + std::to_string(in.z) +
+                                                       " slices; the region holds " + std::to_string(region.slices())));
+  }
+  events.Emit({{"event", "start"}, {"kind", "review_slices"}, {"slices", unit.review_slices.size()}});
+  StatusOr<std::unique_ptr<TiffWriter>> map = TiffWriter::Open(
+      args.outputs_dir + "/uncertainty.tif", {static_cast<int64_t>(unit.review_slices.size()), in.y, in.x, 1}, DType::kUInt8);
+  if (!map.ok()) return Fail(events, kWorkerIoError, map.status());
+  PredictHooks hooks;
+  hooks.should_stop = [&] { return Stopping(args); };
+  const int64_t frame_depth = region.FrameDepth();
+  Json slices = Json::array();
+  std::vector<double> agreement(models->size(), 0);
+  const VolumeShape plane{1, in.y, in.x, in.c};
+  for (size_t i = 0; i < unit.review_slices.size(); ++i) {
+    const int64_t z = unit.review_slices[i], start = region.FrameStart(z);
+    std::vector<Volume> probabilities;
+    for (const auto& [name, model] : *models) {
+      // The slice with the halo this model needs, within its time point and the region.
+      const int64_t halo = model->config().InferenceHalo(), zf = z - start;
+      const SlabRange one{zf, zf + 1, std::min(halo, zf), std::min(halo, frame_depth - zf - 1)};
+      auto read = [&](int64_t f) -> StatusOr<Volume> {
+        const int64_t local = region.Local(f + start);
+        if (local < 0) return DataLossError("slice " + std::to_string(f + start) + " is not in the unit's region");
+        return (*reader)->ReadSlices(local, local + 1);
+      };
+      auto write = [&](int64_t, const InferenceResult& part) {
+        probabilities.push_back(part.probabilities);
+        return Status::Ok();
+      };
+      Status st = model->PredictStreamed(plane, one, frame_depth, read, write, hooks);
+      if (st.code() == StatusCode::kCancelled) {
+        events.Emit({{"event", "interrupted"}});
+        return kWorkerInterrupted;
+      }
+      if (!st.ok()) return Fail(events, ExitFor(st), st.WithContext(name));
+    }
+    StatusOr<EnsembleSlice> score = ScoreEnsemble(probabilities);
+    if (!score.ok()) return Fail(events, kWorkerInternal, score.status());
+    Status st = (*map)->Append(score->uncertainty);
+    if (!st.ok()) return Fail(events, kWorkerIoError, st);
+    slices.push_back({{"z", z}, {"entropy", score->entropy}, {"disagreement", score->disagreement},
+                      {"uncertain_fraction", score->uncertain_fraction}});
+    for (size_t m = 0; m < agreement.size(); ++m) agreement[m] += score->agreement[m];
+    events.Emit({{"event", "progress"}, {"fraction", static_cast<double>(i + 1) / static_cast<double>(unit.review_slices.size())}});
+  }
+  Json agree = Json::object();
+  for (size_t m = 0; m < agreement.size(); ++m) {
+    agree[(*models)[m].first] = agreement[m] / static_cast<double>(unit.review_slices.size());
+  }
+  Status st = (*map)->Close();
+  if (st.ok()) st = WriteFileAtomic(args.outputs_dir + "/review.json", Json{{"slices", slices}, {"agreement", agree}}.dump());
+  if (!st.ok()) return Fail(events, kWorkerIoError, st);
+  events.Emit({{"event", "done"}, {"slices", unit.review_slices.size()}});
+  return kWorkerOk;
+}
+
 }  // namespace
 
 int RunWorkUnit(const WorkerArgs& args) {
@@ -334,8 +427,11 @@ int RunWorkUnit(const WorkerArgs& args) {
   Status st = MakeDirs(args.outputs_dir);
   if (!st.ok()) return Fail(events, kWorkerIoError, st);
   ConfigureCpuRuntime(static_cast<int>(unit->threads));
-  return unit->kind == UnitKind::kTrainEpochs ? RunTrain(args, *unit, events)
-                                              : RunInfer(args, *unit, events);
+  switch (unit->kind) {
+    case UnitKind::kTrainEpochs: return RunTrain(args, *unit, events);
+    case UnitKind::kReviewSlices: return RunReview(args, *unit, events);
+    default: return RunInfer(args, *unit, events);
+  }
 }
 
 }  // namespace idlegrid::models

@@ -13,6 +13,7 @@
 namespace idlegrid::server {
 namespace {
 constexpr int64_t kMaxMetricsBytes = 16 << 20;
+constexpr int64_t kStitchChunkBytes = 8 << 20;
 
 // The time points of the job's image (plans from before series have none: 1).
 int64_t FramesOf(const Json& plan) {
@@ -47,16 +48,20 @@ StageOutcome Assimilator::Assimilate(const std::string& job_id, int64_t stage, c
   const Json& st = plan["stages"][stage];
   if (st["type"] == "train") {
     RankChains(job_id, stage, plan, finished, &o);
+  } else if (st["type"] == "review") {
+    Review(job_id, plan, finished, &o);
   } else {
     Stitch(job_id, plan, st, finished, &o);
   }
+  const bool last_stage = stage + 1 >= static_cast<int64_t>(plan["stages"].size());
+  if (o.failure.empty() && !last_stage && st["type"] != "infer") SplitNext(job_id, stage + 1, plan, o.job_outputs, &o);
   return o;
 }
 
 void Assimilator::RankChains(const std::string& job_id, int64_t stage, const Json& plan,
                              const std::vector<FinishedUnit>& finished, StageOutcome* o) const {
+  (void)job_id;
   const Json& st = plan["stages"][stage];
-  const bool last_stage = stage + 1 >= static_cast<int64_t>(plan["stages"].size());
   Json ranking = Json::array();
   std::map<std::string, const FinishedUnit*> last_of_chain;
   for (const FinishedUnit& f : finished) last_of_chain[f.chain] = &f;  // ordered by seq
@@ -65,7 +70,7 @@ void Assimilator::RankChains(const std::string& job_id, int64_t stage, const Jso
     const FinishedUnit* f = last_of_chain.count(chain) ? last_of_chain[chain] : nullptr;
     if (f == nullptr || !f->outputs.contains("model") || !f->outputs.contains("metrics")) {
       o->failure = "chain " + chain + " finished without a model";
-      break;
+      return;
     }
     StatusOr<std::string> text = blobs_->Read(f->outputs["metrics"]["sha256"], kMaxMetricsBytes);
     StatusOr<Json> metrics = text.ok() ? ParseJson(*text) : StatusOr<Json>(text.status());
@@ -77,94 +82,195 @@ void Assimilator::RankChains(const std::string& job_id, int64_t stage, const Jso
     o->models.emplace_back(f->outputs["model"]["sha256"], c["config"].dump());
     o->job_outputs["model-" + chain] = f->outputs["model"];
   }
-  if (o->failure.empty()) {
-    std::stable_sort(ranking.begin(), ranking.end(), [](const Json& a, const Json& b) {
-      const double sa = a["score"].is_null() ? -1e300 : a["score"].get<double>();
-      const double sb = b["score"].is_null() ? -1e300 : b["score"].get<double>();
-      return sa > sb;
-    });
-    o->summary["ranking"] = ranking;
-    o->job_outputs["model"] = ranking[0]["model"];
-    o->job_outputs["metrics"] = ranking[0]["metrics"];
-    if (!last_stage) {
-      const Json& inf = plan["stages"][stage + 1];
-      Json best_config;
-      for (const Json& c : st["chains"]) {
-        if (c["chain"] == ranking[0]["chain"]) best_config = c["config"];
+  std::stable_sort(ranking.begin(), ranking.end(), [](const Json& a, const Json& b) {
+    const double sa = a["score"].is_null() ? -1e300 : a["score"].get<double>();
+    const double sb = b["score"].is_null() ? -1e300 : b["score"].get<double>();
+    return sa > sb;
+  });
+  o->summary["ranking"] = ranking;
+  o->job_outputs["model"] = ranking[0]["model"];
+  o->job_outputs["metrics"] = ranking[0]["metrics"];
+}
+
+void Assimilator::SplitNext(const std::string& job_id, int64_t next, const Json& plan, const Json& outputs,
+                            StageOutcome* o) const {
+  const Json& train = plan["stages"][0];
+  const Json& st = plan["stages"][next];
+  const std::string prefix = "s" + std::to_string(next);
+  StatusOr<BlobRef> volume = BlobRef::FromJson(plan["job"]["inputs"][st["volume"].get<std::string>()]);
+  if (!volume.ok() || train["type"] != "train") {
+    o->failure = "the plan is damaged";
+    return;
+  }
+  const Json& sh = plan["shape"];
+  const VolumeShape shape{sh[0].get<int64_t>(), sh[1].get<int64_t>(), sh[2].get<int64_t>(), sh[3].get<int64_t>()};
+  // The chains' models as training left them; the best is outputs["model"].
+  std::vector<ReviewModel> models;
+  size_t best = 0;
+  for (const Json& c : train["chains"]) {
+    const std::string chain = c["chain"];
+    StatusOr<models::ModelConfig> config = models::ConfigFromJson(c["config"]);
+    StatusOr<BlobRef> model = outputs.contains("model-" + chain) ? BlobRef::FromJson(outputs["model-" + chain])
+                                                                  : StatusOr<BlobRef>(NotFoundError(chain));
+    if (!config.ok() || !model.ok()) {
+      o->failure = "the plan is damaged: chain " + chain + " has no model";
+      return;
+    }
+    if (outputs.contains("model") && outputs["model"]["sha256"] == model->sha256) best = models.size();
+    models.push_back({"model-" + chain, *model, *config});
+  }
+  if (models.empty()) {
+    o->failure = "the plan is damaged: no chains";
+    return;
+  }
+  if (st["type"] == "review") {
+    for (WorkUnit& u : SplitReview(job_id, prefix, models, *volume, shape, FramesOf(plan), options_)) {
+      o->next_units.push_back(WithPrep(prefix, std::move(u), ""));
+    }
+    return;
+  }
+  StatusOr<std::vector<WorkUnit>> slabs = SplitInfer(job_id, prefix, models[best].config, models[best].model, *volume,
+                                                     shape, st["output"].get<std::string>(), options_, 0, -1, FramesOf(plan));
+  if (!slabs.ok()) {
+    o->failure = slabs.status().message();
+    return;
+  }
+  for (WorkUnit& u : *slabs) o->next_units.push_back(WithPrep(prefix, std::move(u), ""));
+}
+
+StatusOr<BlobRef> Assimilator::StitchOutput(const std::string& job_id, const std::string& name,
+                                            const std::vector<FinishedUnit>& units, const Json& plan,
+                                            const std::function<Status(const FinishedUnit&, int64_t)>& check) const {
+  const std::string tmp = blobs_->root() + "/tmp/stitch-" + job_id + "-" + name + ".tif";
+  Status s = [&]() -> Status {
+    std::unique_ptr<TiffWriter> writer;
+    int64_t total = 0;
+    for (const FinishedUnit& f : units) {
+      if (!f.outputs.contains(name)) return DataLossError("unit " + f.unit_id + " has no output \"" + name + "\"");
+      IDLEGRID_ASSIGN_OR_RETURN(std::string path, blobs_->PathOf(f.outputs[name]["sha256"]));
+      IDLEGRID_ASSIGN_OR_RETURN(TiffInfo info, ProbeTiff(path));
+      total += info.shape.z;
+    }
+    for (const FinishedUnit& f : units) {
+      IDLEGRID_ASSIGN_OR_RETURN(std::string path, blobs_->PathOf(f.outputs[name]["sha256"]));
+      IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<TiffStackReader> part, TiffStackReader::Open(path));
+      const VolumeShape& ps = part->info().shape;
+      IDLEGRID_RETURN_IF_ERROR(check(f, ps.z));
+      if (!writer) {
+        VolumeShape shape = ps;
+        shape.z = total;
+        TiffWriteOptions options;
+        options.deflate = name != "denoised" && name != "probabilities";  // labels and maps: mostly runs
+        // A series' output is a hyperstack of its time points (a part of one is a stack).
+        const int64_t frames = FramesOf(plan);
+        if (frames > 1 && total % frames == 0 && plan["shape"][0].get<int64_t>() == total) options.frames = frames;
+        IDLEGRID_ASSIGN_OR_RETURN(writer, TiffWriter::Open(tmp, shape, part->info().dtype, options));
       }
-      StatusOr<models::ModelConfig> config = models::ConfigFromJson(best_config);
-      StatusOr<BlobRef> model = BlobRef::FromJson(ranking[0]["model"]);
-      StatusOr<BlobRef> volume = BlobRef::FromJson(plan["job"]["inputs"][inf["volume"].get<std::string>()]);
-      const Json& sh = plan["shape"];
-      const VolumeShape shape{sh[0].get<int64_t>(), sh[1].get<int64_t>(), sh[2].get<int64_t>(), sh[3].get<int64_t>()};
-      StatusOr<std::vector<WorkUnit>> slabs =
-          config.ok() && model.ok() && volume.ok()
-              ? SplitInfer(job_id, "s" + std::to_string(stage + 1), *config, *model, *volume, shape,
-                           inf["output"].get<std::string>(), options_, 0, -1, FramesOf(plan))
-              : StatusOr<std::vector<WorkUnit>>(InternalError("the plan is damaged"));
-      if (slabs.ok()) {
-        for (WorkUnit& u : *slabs) o->next_units.push_back(WithPrep("s" + std::to_string(stage + 1), std::move(u), ""));
-      } else {
-        o->failure = slabs.status().message();
+      // A few slices at a time: the server never holds a slab.
+      const int64_t plane = std::max<int64_t>(1, ps.y * ps.x * ps.c * static_cast<int64_t>(DTypeSize(part->info().dtype)));
+      const int64_t step = std::max<int64_t>(1, kStitchChunkBytes / plane);
+      for (int64_t z = 0; z < ps.z; z += step) {
+        IDLEGRID_ASSIGN_OR_RETURN(Volume chunk, part->ReadSlices(z, std::min(ps.z, z + step)));
+        IDLEGRID_RETURN_IF_ERROR(writer->Append(chunk));
       }
     }
+    if (!writer) return InternalError("nothing to stitch");
+    return writer->Close();
+  }();
+  if (!s.ok()) {
+    std::remove(tmp.c_str());
+    return s;
   }
+  return blobs_->PutTemporary(tmp);  // moved, not copied
 }
 
 void Assimilator::Stitch(const std::string& job_id, const Json& plan, const Json& st, const std::vector<FinishedUnit>& finished,
                          StageOutcome* o) const {
   // Stitch the slabs' core slices, in Z order, into one TIFF stack.
   const std::string output = st["output"];
-  const std::string name = output == "denoised" ? "denoised" : "labels";
-  std::vector<std::string> names{name};
+  std::vector<std::string> names{output == "denoised" ? "denoised" : "labels"};
   if (output == "probabilities") names.push_back("probabilities");
   std::vector<FinishedUnit> slabs = finished;
   std::sort(slabs.begin(), slabs.end(), [](const FinishedUnit& a, const FinishedUnit& b) {
     return a.unit["slab"]["z_begin"].get<int64_t>() < b.unit["slab"]["z_begin"].get<int64_t>();
   });
+  auto check = [](const FinishedUnit& f, int64_t slices) {
+    const int64_t want = f.unit["slab"]["z_end"].get<int64_t>() - f.unit["slab"]["z_begin"].get<int64_t>();
+    if (slices == want) return Status::Ok();
+    return DataLossError("slab " + f.unit_id + " returned " + std::to_string(slices) + " slices, not " + std::to_string(want));
+  };
   for (const std::string& n : names) {
-    const std::string tmp = blobs_->root() + "/tmp/stitch-" + job_id + "-" + n + ".tif";
-    Status s = [&]() -> Status {
-      std::unique_ptr<TiffWriter> writer;
-      int64_t total = 0;
-      for (const FinishedUnit& f : slabs) {
-        IDLEGRID_ASSIGN_OR_RETURN(std::string path, blobs_->PathOf(f.outputs[n]["sha256"]));
-        IDLEGRID_ASSIGN_OR_RETURN(TiffInfo info, ProbeTiff(path));
-        total += info.shape.z;
-      }
-      for (const FinishedUnit& f : slabs) {
-        IDLEGRID_ASSIGN_OR_RETURN(std::string path, blobs_->PathOf(f.outputs[n]["sha256"]));
-        IDLEGRID_ASSIGN_OR_RETURN(Volume part, ReadTiff(path));
-        const int64_t want = f.unit["slab"]["z_end"].get<int64_t>() - f.unit["slab"]["z_begin"].get<int64_t>();
-        if (part.shape().z != want) {
-          return DataLossError("slab " + f.unit_id + " returned " + std::to_string(part.shape().z) +
-                               " slices, not " + std::to_string(want));
-        }
-        if (!writer) {
-          VolumeShape shape = part.shape();
-          shape.z = total;
-          TiffWriteOptions options;
-          options.deflate = n == "labels";  // label stacks are mostly runs: a fraction of their size
-          // A series' output is a hyperstack of its time points (a part of one is a stack).
-          const int64_t frames = FramesOf(plan);
-          if (frames > 1 && total % frames == 0 && plan["shape"][0].get<int64_t>() == total) options.frames = frames;
-          IDLEGRID_ASSIGN_OR_RETURN(writer, TiffWriter::Open(tmp, shape, part.dtype(), options));
-        }
-        IDLEGRID_RETURN_IF_ERROR(writer->Append(part));
-      }
-      if (!writer) return InternalError("no slabs");
-      IDLEGRID_RETURN_IF_ERROR(writer->Close());
-      IDLEGRID_ASSIGN_OR_RETURN(BlobRef ref, blobs_->PutTemporary(tmp));  // moved, not copied
-      o->job_outputs[n] = ref.ToJson();
-      return Status::Ok();
-    }();
-    if (!s.ok()) {
-      std::remove(tmp.c_str());
-      o->failure = "cannot stitch the slabs: " + s.message();
-      break;
+    StatusOr<BlobRef> ref = StitchOutput(job_id, n, slabs, plan, check);
+    if (!ref.ok()) {
+      o->failure = "cannot stitch the slabs: " + ref.status().message();
+      return;
     }
+    o->job_outputs[n] = ref->ToJson();
   }
   o->summary["slabs"] = slabs.size();
+}
+
+void Assimilator::Review(const std::string& job_id, const Json& plan, const std::vector<FinishedUnit>& finished,
+                         StageOutcome* o) const {
+  std::vector<FinishedUnit> units = finished;
+  std::sort(units.begin(), units.end(), [](const FinishedUnit& a, const FinishedUnit& b) {
+    return a.unit["slices"][0].get<int64_t>() < b.unit["slices"][0].get<int64_t>();
+  });
+  Json slices = Json::array();
+  std::map<std::string, double> agreement;
+  size_t scored = 0;
+  for (const FinishedUnit& f : units) {
+    StatusOr<std::string> text = f.outputs.contains("review") ? blobs_->Read(f.outputs["review"]["sha256"], kMaxMetricsBytes)
+                                                              : StatusOr<std::string>(NotFoundError("no review"));
+    StatusOr<Json> r = text.ok() ? ParseJson(*text) : StatusOr<Json>(text.status());
+    // What the unit was asked, in its order, each with finite scores in [0, 1].
+    const Json& asked = f.unit["slices"];
+    bool ok = r.ok() && r->is_object() && r->contains("slices") && (*r)["slices"].is_array() &&
+              (*r)["slices"].size() == asked.size() && r->contains("agreement") && (*r)["agreement"].is_object();
+    for (size_t i = 0; ok && i < asked.size(); ++i) {
+      const Json& e = (*r)["slices"][i];
+      ok = e.is_object() && e.value("z", Json()) == asked[i];
+      for (const char* k : {"entropy", "disagreement", "uncertain_fraction"}) {
+        ok = ok && e.contains(k) && e[k].is_number() && e[k].get<double>() >= 0 && e[k].get<double>() <= 1;
+      }
+      if (ok) slices.push_back({{"z", asked[i]}, {"entropy", e["entropy"]}, {"disagreement", e["disagreement"]},
+                                {"uncertain_fraction", e["uncertain_fraction"]}});
+    }
+    if (!ok) {
+      o->failure = "review unit " + f.unit_id + " returned no valid scores";
+      return;
+    }
+    for (auto it = (*r)["agreement"].begin(); it != (*r)["agreement"].end(); ++it) {
+      if (it.value().is_number()) agreement[it.key()] += it.value().get<double>() * static_cast<double>(asked.size());
+    }
+    scored += asked.size();
+  }
+  auto check = [](const FinishedUnit& f, int64_t n) {
+    if (n == static_cast<int64_t>(f.unit["slices"].size())) return Status::Ok();
+    return DataLossError("review unit " + f.unit_id + " returned " + std::to_string(n) + " maps, not " +
+                         std::to_string(f.unit["slices"].size()));
+  };
+  StatusOr<BlobRef> map = StitchOutput(job_id, "uncertainty", units, Json{{"shape", {0}}}, check);
+  if (!map.ok()) {
+    o->failure = "cannot stitch the uncertainty maps: " + map.status().message();
+    return;
+  }
+  o->job_outputs["uncertainty"] = map->ToJson();
+  // The slices the user should look at first: most uncertain first.
+  std::vector<size_t> order(slices.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return slices[a]["entropy"].get<double>() > slices[b]["entropy"].get<double>();
+  });
+  Json where = Json::array();
+  for (size_t i : order) where.push_back(slices[i]["z"]);
+  Json agree = Json::object();
+  for (const auto& [name, sum] : agreement) {
+    agree[name.rfind("model-", 0) == 0 ? name.substr(6) : name] = sum / static_cast<double>(std::max<size_t>(scored, 1));
+  }
+  const int64_t frames = FramesOf(plan);
+  o->summary["review"] = {{"slices", slices}, {"where", where}, {"agreement", agree}, {"frames", frames},
+                          {"depth", plan["shape"][0].get<int64_t>() / frames}};
 }
 
 }  // namespace idlegrid::server

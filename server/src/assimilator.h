@@ -1,6 +1,10 @@
 // Assimilation (internal to server/): what a finished stage gives. A training stage's
-// chains are ranked by their validation (ChainScore) and give their models; the best one's
-// inference stage is split (its slabs cut on preparation). An inference stage's slabs are
+// chains are ranked by their validation (ChainScore) and give their models; then the
+// review stage (every candidate on a sample of slices: SplitReview) or the best one's
+// inference stage is split (its inputs cut on preparation). A review stage's scores become
+// summary["review"] (slices in Z order with their uncertainty, the most uncertain first in
+// "where", each candidate's agreement with the ensemble) and its maps the output
+// "uncertainty" (the sampled slices' per-voxel uncertainty, in Z order). An inference stage's slabs are
 // checked and streamed in Z order into one TIFF blob, a slab at a time. Pure with respect
 // to the database: the queue reads the finished units, calls Assimilate outside its lock,
 // and records the Outcome only if the job has not changed meanwhile.
@@ -9,6 +13,7 @@
 #ifndef IDLEGRID_SERVER_SRC_ASSIMILATOR_H_
 #define IDLEGRID_SERVER_SRC_ASSIMILATOR_H_
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -56,6 +61,14 @@ class Assimilator {
                   const std::vector<FinishedUnit>& finished, StageOutcome* o) const;
   void Stitch(const std::string& job_id, const Json& plan, const Json& st, const std::vector<FinishedUnit>& finished,
               StageOutcome* o) const;
+  void Review(const std::string& job_id, const Json& plan, const std::vector<FinishedUnit>& finished, StageOutcome* o) const;
+  // The units of stage `next` after training: a review of every chain's model, or the
+  // inference of the best one (outputs["model"]).
+  void SplitNext(const std::string& job_id, int64_t next, const Json& plan, const Json& outputs, StageOutcome* o) const;
+  // Streams the slices of each unit's TIFF output `name`, in the units' order, into one blob.
+  StatusOr<BlobRef> StitchOutput(const std::string& job_id, const std::string& name,
+                                 const std::vector<FinishedUnit>& units, const Json& plan,
+                                 const std::function<Status(const FinishedUnit&, int64_t slices)>& check) const;
 
   const BlobStore* blobs_;
   QueueOptions options_;

@@ -265,6 +265,12 @@ StatusOr<JobPlan> Planner::PlanTraining(const Job& job) const {
     stage["chains"].push_back({{"chain", "c" + std::to_string(i)}, {"config", models::ConfigToJson(configs[i])}});
   }
   Json stages = Json::array({stage});
+  // Where to correct: a sweep's candidates (and a retrain that asks) score a sample of the
+  // volume's slices, so that the user goes where they are unsure.
+  if (cfg.contains("review") && !cfg["review"].is_boolean()) return InvalidArgumentError("config.review must be true or false");
+  if (data.segment && cfg.value("review", job.kind == JobKind::kSweep)) {
+    stages.push_back(Json{{"type", "review"}, {"volume", "image"}});
+  }
   if (job.kind == JobKind::kDenoise) {
     stages.push_back(Json{{"type", "infer"}, {"output", "denoised"}, {"volume", "image"}});
   } else if (cfg.contains("infer")) {

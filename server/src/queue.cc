@@ -588,6 +588,8 @@ Status Queue::Complete(const std::string& node_id, const Result& result) {
       needed = {"checkpoint", "metrics"};
       IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, models::ConfigFromJson(unit.config["model"]));
       if (unit.epochs->end == c.epochs) needed.push_back("model");
+    } else if (unit.kind == UnitKind::kReviewSlices) {
+      needed = {"uncertainty", "review"};
     } else {
       const std::string output = unit.config.value("output", "labels");
       needed = {output == "denoised" ? "denoised" : "labels"};

@@ -103,4 +103,55 @@ StatusOr<std::vector<WorkUnit>> SplitInfer(const std::string& job_id, const std:
   return units;
 }
 
+std::vector<int64_t> ReviewSample(int64_t depth, int64_t frames, int64_t max_slices) {
+  frames = std::max<int64_t>(frames, 1);
+  const int64_t per_frame_depth = std::max<int64_t>(depth / frames, 1);
+  const int64_t per_frame = std::clamp<int64_t>(max_slices / frames, 1, per_frame_depth);
+  std::vector<int64_t> out;
+  for (int64_t t = 0; t < frames; ++t) {
+    for (int64_t i = 0; i < per_frame; ++i) {
+      // Centres of per_frame equal parts of the time point.
+      const int64_t z = (2 * i + 1) * per_frame_depth / (2 * per_frame);
+      if (out.empty() || out.back() < t * per_frame_depth + z) out.push_back(t * per_frame_depth + z);
+    }
+  }
+  return out;
+}
+
+std::vector<WorkUnit> SplitReview(const std::string& job_id, const std::string& prefix,
+                                  const std::vector<ReviewModel>& models, const BlobRef& volume_blob,
+                                  const VolumeShape& volume, int64_t frames, const QueueOptions& options) {
+  const int64_t plane = std::max<int64_t>(1, volume.y * volume.x);
+  const auto m = static_cast<int64_t>(std::max<size_t>(models.size(), 1));
+  const int64_t budget = kReviewVoxels / (plane * m);
+  const std::vector<int64_t> sample = ReviewSample(volume.z, frames, std::clamp<int64_t>(budget, 8, 64));
+  const int64_t per_unit = std::max<int64_t>(1, budget / 16);
+  int64_t halo = 0;
+  for (const ReviewModel& r : models) halo = std::max(halo, r.config.InferenceHalo());
+  std::vector<WorkUnit> units;
+  for (size_t i = 0; i < sample.size(); i += static_cast<size_t>(per_unit)) {
+    WorkUnit u;
+    u.review_slices.assign(sample.begin() + static_cast<std::ptrdiff_t>(i),
+                           sample.begin() + static_cast<std::ptrdiff_t>(std::min(sample.size(), i + static_cast<size_t>(per_unit))));
+    u.unit_id = job_id + "-" + prefix + "-r" + std::to_string(u.review_slices.front());
+    u.job_id = job_id;
+    u.kind = UnitKind::kReviewSlices;
+    Json names = Json::array();
+    for (const ReviewModel& r : models) {
+      u.inputs[r.input] = r.model;
+      names.push_back(r.input);
+    }
+    u.config = Json{{"models", names}};
+    u.inputs["volume"] = volume_blob;
+    u.threads = options.unit_threads;
+    u.checkpoint_every_s = options.checkpoint_every_s;
+    u.region = SliceRegion::Around(u.review_slices, halo, volume.z, frames);
+    VolumeShape held = volume;
+    held.z = u.region->slices();
+    u.min_memory_bytes = models.empty() ? 0 : UnitMemoryBytes(models[0].config, VolumeShape{std::min<int64_t>(held.z, 2 * halo + 1), volume.y, volume.x, volume.c});
+    units.push_back(std::move(u));
+  }
+  return units;
+}
+
 }  // namespace idlegrid::server

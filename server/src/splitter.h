@@ -51,6 +51,26 @@ StatusOr<std::vector<WorkUnit>> SplitInfer(const std::string& job_id, const std:
                                            const std::string& output, const QueueOptions& options,
                                            int64_t z_begin = 0, int64_t z_end = -1, int64_t frames = 1);
 
+// The slices a review scores: every slice of a small volume, else up to max_slices spread
+// evenly over the time points (the same number in each, at least one each), increasing.
+std::vector<int64_t> ReviewSample(int64_t depth, int64_t frames, int64_t max_slices);
+
+// A candidate a review asks: the input name it travels under, its package and configuration.
+struct ReviewModel {
+  std::string input;  // e.g. "model-c0"
+  BlobRef model;
+  models::ModelConfig config;
+};
+
+// review_slices units over a bounded sample of the volume (about kReviewVoxels voxel
+// predictions in all, 8 to 64 slices), in groups of about a sixteenth of that each; every
+// unit's region holds its slices with the largest halo its models need (cut on
+// preparation).
+inline constexpr int64_t kReviewVoxels = int64_t{64} << 20;
+std::vector<WorkUnit> SplitReview(const std::string& job_id, const std::string& prefix,
+                                  const std::vector<ReviewModel>& models, const BlobRef& volume_blob,
+                                  const VolumeShape& volume, int64_t frames, const QueueOptions& options);
+
 }  // namespace idlegrid::server
 
 #endif  // IDLEGRID_SERVER_SRC_SPLITTER_H_

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -199,6 +200,23 @@ std::string Bar(double fraction, int width = 30) {
   return "[" + std::string(n, '#') + std::string(width - n, '.') + "]";
 }
 
+// The review's slices, most uncertain first (the wizard goes there first too).
+void PrintWhereToCorrect(const Json& review) {
+  const int64_t frames = review.value("frames", int64_t{1}), depth = review.value("depth", int64_t{0});
+  std::map<int64_t, double> entropy;
+  for (const Json& e : review["slices"]) entropy[e["z"].get<int64_t>()] = e["entropy"].get<double>();
+  std::printf("  where to correct (most uncertain of %zu reviewed slices first):\n", entropy.size());
+  int shown = 0;
+  for (const Json& z : review["where"]) {
+    if (++shown > 10) break;
+    const int64_t g = z.get<int64_t>();
+    const std::string where = frames > 1 && depth > 0 ? "time point " + std::to_string(g / depth + 1) + ", slice " +
+                                                            std::to_string(g % depth + 1)
+                                                      : "slice " + std::to_string(g + 1);
+    std::printf("    %-28s uncertainty %.3f\n", where.c_str(), entropy[g]);
+  }
+}
+
 void PrintStatus(const Json& s, bool units) {
   std::printf("%s  %s \"%s\"  %s  %s %3.0f%%  stage %d/%d\n", s["job_id"].get<std::string>().c_str(),
               s["kind"].get<std::string>().c_str(), s["name"].get<std::string>().c_str(),
@@ -224,13 +242,18 @@ void PrintStatus(const Json& s, bool units) {
                   u["node"].is_null() ? "" : ("node " + u["node"].get<std::string>()).c_str());
     }
   }
+  const Json* review = s.contains("summary") && s["summary"].contains("review") ? &s["summary"]["review"] : nullptr;
   if (s.contains("summary") && s["summary"].contains("ranking")) {
-    std::printf("  ranking by validation score:\n");
+    std::printf("  ranking by validation score%s:\n", review ? " (agreement: with the other candidates, on the reviewed slices)" : "");
     for (const Json& r : s["summary"]["ranking"]) {
-      std::printf("    %-20s %s\n", r["name"].get<std::string>().c_str(),
-                  r["score"].is_null() ? "-" : std::to_string(r["score"].get<double>()).c_str());
+      const std::string chain = r.value("chain", std::string());
+      const bool agreed = review && (*review)["agreement"].contains(chain);
+      std::printf("    %-20s %-10s %s\n", r["name"].get<std::string>().c_str(),
+                  r["score"].is_null() ? "-" : std::to_string(r["score"].get<double>()).c_str(),
+                  agreed ? ("agreement " + std::to_string((*review)["agreement"][chain].get<double>())).c_str() : "");
     }
   }
+  if (review) PrintWhereToCorrect(*review);
   for (auto it = s["outputs"].begin(); it != s["outputs"].end(); ++it) {
     std::printf("  output %-16s %s (%lld bytes)\n", it.key().c_str(), it.value()["sha256"].get<std::string>().c_str(),
                 static_cast<long long>(it.value()["size"].get<int64_t>()));

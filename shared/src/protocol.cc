@@ -210,6 +210,7 @@ const char* UnitKindName(UnitKind kind) {
   switch (kind) {
     case UnitKind::kTrainEpochs: return "train_epochs";
     case UnitKind::kInferSlab: return "infer_slab";
+    case UnitKind::kReviewSlices: return "review_slices";
   }
   return "?";
 }
@@ -233,6 +234,7 @@ Json WorkUnit::ToJson() const {
     j["slab"] = Json{{"z_begin", slab->z_begin}, {"z_end", slab->z_end},
                      {"halo_before", slab->halo_before}, {"halo_after", slab->halo_after}};
   }
+  if (kind == UnitKind::kReviewSlices) j["slices"] = review_slices;
   if (region) j["region"] = SliceRegionToJson(*region);
   return j;
 }
@@ -243,8 +245,10 @@ StatusOr<WorkUnit> WorkUnit::FromJson(const Json& j, const std::string& where) {
   ReadSchema(r);
   u.unit_id = r.Id("unit_id");
   u.job_id = r.Id("job_id");
-  std::string kind = r.Enum("kind", {"train_epochs", "infer_slab"});
-  u.kind = kind == "infer_slab" ? UnitKind::kInferSlab : UnitKind::kTrainEpochs;
+  std::string kind = r.Enum("kind", {"train_epochs", "infer_slab", "review_slices"});
+  u.kind = kind == "infer_slab"      ? UnitKind::kInferSlab
+           : kind == "review_slices" ? UnitKind::kReviewSlices
+                                     : UnitKind::kTrainEpochs;
   u.config = ReadConfig(r, "config");
   u.inputs = ReadNamedBlobs(r, "inputs");
   u.threads = r.Int("threads", 1, 1024);
@@ -264,6 +268,18 @@ StatusOr<WorkUnit> WorkUnit::FromJson(const Json& j, const std::string& where) {
     Status st = e.Finish();
     if (!st.ok()) return st;
     u.epochs = range;
+  } else if (u.kind == UnitKind::kReviewSlices) {
+    const Json& slices = r.Array("slices", kMaxReviewSlices);
+    IDLEGRID_RETURN_IF_ERROR(r.status());
+    for (size_t i = 0; i < slices.size(); ++i) {
+      if (!slices[i].is_number_integer() || slices[i].get<int64_t>() < 0 ||
+          (i > 0 && slices[i].get<int64_t>() <= u.review_slices.back())) {
+        return InvalidArgumentError(r.Path("slices") + "[" + std::to_string(i) + "] must be a slice after the one before");
+      }
+      u.review_slices.push_back(slices[i].get<int64_t>());
+    }
+    if (u.review_slices.empty()) return InvalidArgumentError(r.Path("slices") + " must name at least one slice");
+    if (!r.Has("region")) return InvalidArgumentError(r.Path("region") + " is required for review_slices");
   } else {
     const Json& slab = r.Object("slab");
     IDLEGRID_RETURN_IF_ERROR(r.status());
@@ -288,6 +304,11 @@ StatusOr<WorkUnit> WorkUnit::FromJson(const Json& j, const std::string& where) {
                                   std::to_string(u.slab->read_begin()) + ", " +
                                   std::to_string(u.slab->read_end()) + ")");
     }
+    for (int64_t z : u.review_slices) {
+      if (u.region->Local(z) < 0) {
+        return InvalidArgumentError(r.Path("slices") + ": slice " + std::to_string(z) + " is outside the region");
+      }
+    }
   }
   return Finished(r, std::move(u));
 }
@@ -297,7 +318,7 @@ bool WorkUnit::operator==(const WorkUnit& o) const {
          inputs == o.inputs && threads == o.threads &&
          checkpoint_every_s == o.checkpoint_every_s && min_memory_bytes == o.min_memory_bytes &&
          needs_gpu == o.needs_gpu && seed == o.seed && epochs == o.epochs && slab == o.slab &&
-         region == o.region;
+         review_slices == o.review_slices && region == o.region;
 }
 
 // SliceRegion --------------------------------------------------------------

@@ -378,9 +378,12 @@ StatusOr<Volume> ReadStack(TIFF* tif, TiffErrors* errors, const TiffReadOptions&
 }
 
 // Opens a file for reading; `errors` collects libtiff's messages and must outlive the handle.
+// "m": read(), never mmap. libtiff maps the whole file by default, and every page a range
+// read touches then stays resident in the process (RSS grew with the slab read, and the
+// server's with the volumes it cut).
 StatusOr<TiffPtr> OpenForRead(const std::string& path, TiffErrors* errors) {
   auto opts = MakeOptions(errors);
-  TiffPtr tif(TIFFOpenExt(path.c_str(), "r", opts.get()));
+  TiffPtr tif(TIFFOpenExt(path.c_str(), "rm", opts.get()));
   if (!tif) {
     if (::access(path.c_str(), R_OK) != 0) return NotFoundError("cannot open " + path);
     return InvalidArgumentError(FormatError(path + " is not a TIFF file", *errors));

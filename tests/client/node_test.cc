@@ -646,7 +646,8 @@ TEST_CASE("a sweep and its inference run through two nodes", "[client][node]") {
     c.refit_fraction = 0.5;  // the second epoch trains on the validation strokes too
     candidates.push_back(models::ConfigToJson(c));
   }
-  job.config = {{"candidates", candidates}, {"infer", "labels"}};
+  // No review here (its 12 slices would be the whole volume): what the units move is checked.
+  job.config = {{"candidates", candidates}, {"infer", "labels"}, {"review", false}};
   const std::string id = Must(g.admin->Submit(job))["job_id"];
   std::vector<std::string> env_a = g.NewNode(), env_b = g.NewNode();
   auto a = g.Run(env_a, {});
@@ -692,6 +693,76 @@ TEST_CASE("a sweep and its inference run through two nodes", "[client][node]") {
   }
   CHECK(downloaded > 0);
   CHECK(static_cast<double>(downloaded) <= 1.2 * static_cast<double>(needed));
+  a->Signal(SIGTERM);
+  b->Signal(SIGTERM);
+  CHECK(a->Wait(10000) == 0);
+  CHECK(b->Wait(10000) == 0);
+}
+
+TEST_CASE("a round's review sends the user to the slices its candidates are unsure of", "[client][node]") {
+  Grid g;
+  // The small sample with four slices far from the painted one planted: noise over the
+  // image's whole range, which nothing painted resembles.
+  const MaterialsSample& sample = testing::SmallSample();
+  Volume image = sample.image;
+  const int64_t depth = image.shape().z, plane = image.shape().y * image.shape().x;
+  uint16_t lo = 65535, hi = 0;
+  for (int64_t i = 0; i < image.shape().elements(); ++i) {
+    lo = std::min(lo, image.data<uint16_t>()[i]);
+    hi = std::max(hi, image.data<uint16_t>()[i]);
+  }
+  const int64_t first = sample.label_slice < depth / 2 ? depth - 4 : 0;
+  uint32_t noise = 12345;
+  for (int64_t z = first; z < first + 4; ++z) {
+    for (int64_t i = 0; i < plane; ++i) {
+      noise = noise * 1664525u + 1013904223u;
+      image.data<uint16_t>()[z * plane + i] = static_cast<uint16_t>(lo + (noise >> 8) % (hi - lo + 1));
+    }
+  }
+  Must(WriteTiff(g.dir / "planted.tif", image));
+  Job job;
+  job.kind = JobKind::kSweep;
+  job.inputs = {{"image", Must(g.admin->UploadFile(g.dir / "planted.tif"))}, {"labels", g.labels}};
+  Json candidates = Json::array();
+  for (const char* arch : {"unet2d", "dilated2d"}) candidates.push_back(models::ConfigToJson(testing::TinyConfig(arch, 4, 60)));
+  job.config = {{"candidates", candidates}};
+  const std::string id = Must(g.admin->Submit(job))["job_id"];
+  auto a = g.Run(g.NewNode(), {});
+  auto b = g.Run(g.NewNode(), {});
+  const Json s = g.WaitFor(id, [](const Json& j) { return j["state"] == "done" || j["state"] == "failed"; }, 300);
+  INFO(s.dump());
+  REQUIRE(s["state"] == "done");
+  CHECK(s["stages"] == 2);  // train, review
+  const Json& review = s["summary"]["review"];
+  REQUIRE(review["slices"].size() == static_cast<size_t>(depth));  // a small volume: every slice
+  REQUIRE(review["where"].size() == static_cast<size_t>(depth));
+  for (int i = 0; i < 4; ++i) {
+    const int64_t z = review["where"][i];
+    CHECK((z >= first && z < first + 4));
+  }
+  CHECK(review["agreement"].contains("c0"));
+  CHECK(review["agreement"].contains("c1"));
+  // The per-voxel map: one slice per reviewed slice, brighter where planted.
+  Must(g.admin->FetchOutput(id, "uncertainty", g.dir / "uncertainty.tif"));
+  const Volume map = Must(ReadTiff(g.dir / "uncertainty.tif"));
+  REQUIRE(map.shape() == VolumeShape{depth, image.shape().y, image.shape().x, 1});
+  double planted = 0, rest = 0;
+  for (int64_t z = 0; z < depth; ++z) {
+    double m = 0;
+    for (int64_t i = 0; i < plane; ++i) m += map.data<uint8_t>()[z * plane + i];
+    (z >= first && z < first + 4 ? planted : rest) += m / static_cast<double>(plane);
+  }
+  CHECK(planted / 4 > 1.3 * rest / static_cast<double>(depth - 4));
+  // The console says where to go.
+  int rc = -1;
+  const std::string cli = "/usr/bin/env IDLEGRID_CONFIG_DIR=" + g.dir / "cli" + " " + kBin + "/idlegrid --server " +
+                          g.server->url() + " --fingerprint " + g.server->fingerprint() + " --token " +
+                          g.server->first_start().admin_token + " ";
+  const std::string out = testing::RunCommand(cli + "status " + id + " 2>&1", &rc);
+  CHECK(rc == 0);
+  const int64_t top = review["where"][0];
+  CHECK_THAT(out, Catch::Contains("where to correct") && Catch::Contains("slice " + std::to_string(top + 1) + " ") &&
+                      Catch::Contains("agreement"));
   a->Signal(SIGTERM);
   b->Signal(SIGTERM);
   CHECK(a->Wait(10000) == 0);

@@ -209,5 +209,26 @@ TEST_CASE("an overview reduces a stack in-plane within its budget and shows the 
   CHECK(BuildOverview(dir / "v.tif", 0).status().code() == StatusCode::kInvalidArgument);
 }
 
+TEST_CASE("the uncertainty strip colours each slice by its review, the worst where columns share slices", "[client][view]") {
+  const std::map<int64_t, double> u{{12, 0.0}, {14, 1.0}, {15, 0.5}, {30, 0.9}};
+  // Time point 1 of a series of 10-slice time points: slices 10..19, one column each.
+  const std::vector<uint32_t> strip = UncertaintyStrip(u, 10, 10, 10);
+  REQUIRE(strip.size() == 10);
+  CHECK(strip[0] == 0xE0E0E0);  // not reviewed
+  CHECK(strip[2] == 0xFFF5C8);  // reviewed, certain: pale
+  CHECK(strip[4] == 0xB40000);  // the most uncertain: deep red
+  CHECK(strip[5] != strip[2]);
+  CHECK(strip[5] != strip[4]);
+  // Two slices per column: the worse of 14 and 15 wins; slice 30 is another time point's.
+  const std::vector<uint32_t> half = UncertaintyStrip(u, 10, 10, 5);
+  CHECK(half[2] == 0xB40000);
+  CHECK(std::count(half.begin(), half.end(), 0xE0E0E0u) == 3);
+  // More columns than slices: each slice spans several.
+  const std::vector<uint32_t> wide = UncertaintyStrip(u, 10, 10, 40);
+  CHECK(wide[16] == 0xB40000);
+  CHECK(wide[19] == 0xB40000);
+  CHECK(UncertaintyStrip(u, 0, 0, 5) == std::vector<uint32_t>(5, 0xE0E0E0));
+}
+
 }  // namespace
 }  // namespace idlegrid::client

@@ -64,6 +64,7 @@ TEST_CASE("the wx wizard replays a session through its pages under Xvfb", "[clie
                 "{\"page\": \"train\"}\n{\"shot\": \"train\"}\n"
                 "{\"reopen\": 1}\n"  // the session as after a night away: back to the candidates"
                 "{\"pick\": \"best\"}\n"
+                "{\"uncertain\": {}}\n{\"shot\": \"uncertain\"}\n"
                 "{\"correct_from\": {\"file\": \"" + dir / "truth.tif" + "\", \"slice\": " + z + ", \"step\": 6}}\n"
                 "{\"shot\": \"correct\"}\n"
                 "{\"retrain\": {}}\n"
@@ -107,6 +108,10 @@ TEST_CASE("the wx wizard replays a session through its pages under Xvfb", "[clie
   CHECK(compare > 20000);  // four panels of a 64 x 64 slice, zoomed
   CHECK(apply > 20000);
   CHECK(OverlayPixels(shots["start"], Annotation::DefaultColour(1), 0.5) < 50);
+  // Where to correct: the most uncertain slice, its unsure voxels marked in magenta.
+  shots["uncertain"] = testing::ReadBmp(dir / "shots/uncertain.bmp");
+  CHECK(OverlayPixels(shots["uncertain"], 0xFF00FF, 0.35) > 20);
+  CHECK(OverlayPixels(shots["correct"], 0xFF00FF, 0.35) <= OverlayPixels(shots["uncertain"], 0xFF00FF, 0.35));
   // The denoise page shows slices without an overlay.
   CHECK(OverlayPixels(shots["denoise"], Annotation::DefaultColour(2), 0.5) < 50);
 }

@@ -77,6 +77,18 @@ TEST_CASE("the wizard's flow from a volume to an exported segmentation", "[clien
   std::vector<Candidate> candidates = w->Candidates().value();
   REQUIRE(candidates.size() >= 4);
   for (size_t i = 1; i < candidates.size(); ++i) CHECK(candidates[i - 1].score >= candidates[i].score);
+  // Where to correct: the round's review of every slice (a small volume), most uncertain
+  // first, with each slice's map.
+  const RoundReview review = w->LatestReview().value();
+  CHECK(review.job_id == job);
+  REQUIRE(review.where.size() == static_cast<size_t>(sample.image.shape().z));
+  for (size_t i = 1; i < review.where.size(); ++i) {
+    CHECK(review.uncertainty.at(review.where[i - 1]) >= review.uncertainty.at(review.where[i]));
+  }
+  CHECK(review.agreement.size() == candidates.size());
+  CHECK(review.MapOf(review.where[0]).value().shape() == VolumeShape{1, sample.image.shape().y, sample.image.shape().x, 1});
+  CHECK(review.Next(review.where[0]) == review.where[1]);
+  CHECK(review.Next(review.where.back()) == review.where[0]);
 
   // 4. Compare on the painted slice; choose the best.
   const int64_t z = sample.label_slice;
@@ -103,6 +115,7 @@ TEST_CASE("the wizard's flow from a volume to an exported segmentation", "[clien
   const std::string chosen_before = w->session().chosen_model;
   REQUIRE(w->Retrain(600).ok());
   CHECK(w->session().chosen_model != chosen_before);  // the fine-tuned model is now chosen
+  CHECK(w->LatestReview().value().job_id != job);   // the retrain's own review is the latest
 
   {  // The volume and the labels were uploaded with progress, to their last byte.
     std::lock_guard<std::mutex> lock(said_mu);

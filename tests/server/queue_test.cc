@@ -338,18 +338,24 @@ TEST_CASE("a node can touch only its own leases", "[server][queue]") {
   CHECK(JobView(f, job)["state"] == "done");
 }
 
+// A sweep of one-epoch candidates with these names over a Ramp of `depth` slices (labels alike).
+Job SweepOf(QueueFixture& f, int64_t depth, const std::vector<std::string>& names) {
+  Job job;
+  job.kind = JobKind::kSweep;
+  job.inputs["image"] = f.PutVolume(Ramp(depth, 16, 16));
+  job.inputs["labels"] = f.PutVolume(Ramp(depth, 16, 16));
+  Json candidates = Json::array();
+  for (const std::string& n : names) candidates.push_back(models::ConfigToJson(TinyConfig(n, 1)));
+  job.config = {{"candidates", candidates}};
+  return job;
+}
+
 // Submits a sweep of three one-epoch candidates a, b, c, completes each with its history and
 // returns the names in ranking order.
 std::vector<std::string> RankSweep(const std::map<std::string, std::vector<models::EpochMetrics>>& history) {
   QueueFixture f;
   auto node = f.Enroll();
-  Job job;
-  job.kind = JobKind::kSweep;
-  job.inputs["image"] = f.PutVolume(Ramp(4, 16, 16));
-  job.inputs["labels"] = f.PutVolume(Ramp(4, 16, 16));
-  job.config = {{"candidates", {models::ConfigToJson(TinyConfig("a", 1)), models::ConfigToJson(TinyConfig("b", 1)),
-                                models::ConfigToJson(TinyConfig("c", 1))}}};
-  const std::string id = Must(f.queue->Submit(job));
+  const std::string id = Must(f.queue->Submit(SweepOf(f, 4, {"a", "b", "c"})));
   for (int i = 0; i < 3; ++i) {
     Leased l = MustLease(*f.queue, node);
     Must(f.queue->Complete(node.node_id, TrainResult(f, l, history.at(l.env.unit.config["model"]["name"]), true)));
@@ -371,6 +377,45 @@ TEST_CASE("a sweep ranks by the last validated epoch, or by training loss when n
         std::vector<std::string>{"b", "c", "a"});
 }
 
+// Completes a review unit as a worker would: per slice z a map of value z and the entropy
+// `entropy(z)`; agreement 1 for the first model and 0.5 for the others.
+Result ReviewResult(QueueFixture& f, const SignedUnit& env, const std::string& node_id,
+                    const std::function<double(int64_t)>& entropy) {
+  const WorkUnit& u = env.unit;
+  const auto n = static_cast<int64_t>(u.review_slices.size());
+  Volume map = Volume::Create({n, 16, 16, 1}, DType::kUInt8).value();
+  Json slices = Json::array(), agreement = Json::object();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t z = u.review_slices[static_cast<size_t>(i)];
+    std::memset(map.slice_bytes_at(i), static_cast<int>(z), map.slice_bytes());
+    slices.push_back({{"z", z}, {"entropy", entropy(z)}, {"disagreement", 0.1}, {"uncertain_fraction", 0.2}});
+  }
+  for (const Json& m : u.config["models"]) agreement[m.get<std::string>()] = agreement.empty() ? 1.0 : 0.5;
+  Result r;
+  r.lease_id = env.lease_id;
+  r.unit_id = u.unit_id;
+  r.node_id = node_id;
+  r.outputs["uncertainty"] = f.PutVolume(map);
+  r.outputs["review"] = f.PutBytes(Json{{"slices", slices}, {"agreement", agreement}}.dump());
+  return r;
+}
+
+TEST_CASE("a review whose scores do not match its slices fails the job, naming the unit", "[server][queue]") {
+  QueueFixture f;
+  auto node = f.Enroll();
+  const std::string id = Must(f.queue->Submit(SweepOf(f, 6, {"a"})));
+  Leased l = MustLease(*f.queue, node);
+  Must(f.queue->Complete(node.node_id, TrainResult(f, l, 0.8, true)));
+  auto env = Must(f.queue->Lease(node.node_id, Node()));
+  REQUIRE(env);
+  REQUIRE(env->unit.kind == UnitKind::kReviewSlices);
+  Result r = ReviewResult(f, *env, node.node_id, [](int64_t) { return 1.5; });  // not in [0, 1]
+  Must(f.queue->Complete(node.node_id, r));
+  const Json s = JobView(f, id);
+  CHECK(s["state"] == "failed");
+  CHECK_THAT(s["error"].get<std::string>(), Catch::Contains(env->unit.unit_id) && Catch::Contains("no valid scores"));
+}
+
 TEST_CASE("a sweep ranks its candidates and segments the volume with the best", "[server][queue]") {
   QueueFixture f;
   f.options.slab_target_voxels = 3 * 16 * 16;  // small slabs
@@ -385,7 +430,7 @@ TEST_CASE("a sweep ranks its candidates and segments the volume with the best", 
                                 models::ConfigToJson(TinyConfig("c", 1))}},
                 {"infer", "labels"}};
   const std::string id = Must(f.queue->Submit(job));
-  CHECK(JobView(f, id)["stages"] == 2);
+  CHECK(JobView(f, id)["stages"] == 3);  // train, review, infer
   const std::map<std::string, double> dice{{"a", 0.7}, {"b", 0.9}, {"c", 0.8}};
   std::string best_model;
   for (int i = 0; i < 3; ++i) {
@@ -402,7 +447,37 @@ TEST_CASE("a sweep ranks its candidates and segments the volume with the best", 
   CHECK(s["summary"]["ranking"][0]["name"] == "b");
   CHECK(s["summary"]["ranking"][2]["name"] == "a");
   CHECK(s["outputs"]["model"]["sha256"] == best_model);
-  // Stage 2: slabs with the best model; each returns its core slices (here: the image's own).
+  // Stage 2: every candidate reviews every slice of this small volume (in units that hold
+  // their slices); slice 7 is the most uncertain, then 3.
+  std::vector<int64_t> reviewed;
+  for (int i = 0; i < 10 && reviewed.size() < 10; ++i) {
+    auto env = Must(f.queue->Lease(node.node_id, Node()));
+    REQUIRE(env);
+    REQUIRE(env->unit.kind == UnitKind::kReviewSlices);
+    CHECK(env->unit.config["models"].size() == 3);
+    for (const char* m : {"model-c0", "model-c1", "model-c2"}) CHECK(env->unit.inputs.count(m) == 1);
+    for (int64_t z : env->unit.review_slices) {
+      reviewed.push_back(z);
+      CHECK(env->unit.region->Local(z) >= 0);
+    }
+    Must(f.queue->Complete(node.node_id, ReviewResult(f, *env, node.node_id, [](int64_t z) {
+      return z == 7 ? 0.9 : z == 3 ? 0.8 : 0.1;
+    })));
+  }
+  CHECK(reviewed == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  s = JobView(f, id);
+  CHECK(s["stage"] == 3);
+  const Json& review = s["summary"]["review"];
+  REQUIRE(review["where"].size() == 10);
+  CHECK(review["where"][0] == 7);
+  CHECK(review["where"][1] == 3);
+  CHECK(review["slices"][7]["entropy"] == 0.9);
+  CHECK(review["agreement"]["c0"] == 1.0);
+  CHECK(review["agreement"]["c1"] == 0.5);
+  const Volume maps = Must(ReadTiff(Must(f.blobs->PathOf(s["outputs"]["uncertainty"]["sha256"]))));
+  REQUIRE(maps.shape() == VolumeShape{10, 16, 16, 1});
+  for (int64_t z = 0; z < 10; ++z) CHECK(maps.slice_bytes_at(z)[5] == z);  // in Z order
+  // Stage 3: slabs with the best model; each returns its core slices (here: the image's own).
   int slabs = 0;
   while (auto env = Must(f.queue->Lease(node.node_id, Node()))) {
     ++slabs;

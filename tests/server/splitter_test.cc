@@ -119,5 +119,46 @@ TEST_CASE("inference slabs cover the volume once, with the model's halo", "[serv
   CHECK_FALSE(SplitInfer("j6", "s1", c, model, volume, {48, 160, 160, 1}, "labels", o, 40, 60).ok());
 }
 
+TEST_CASE("a review samples every time point evenly and holds each slice with its models' halo", "[server][splitter]") {
+  // A small volume is reviewed whole; a deep one at evenly spread slices, increasing.
+  CHECK(ReviewSample(12, 1, 64) == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+  CHECK(ReviewSample(100, 1, 4) == std::vector<int64_t>{12, 37, 62, 87});
+  // Three time points of 10 slices, 6 slices: two in each, at the same places.
+  CHECK(ReviewSample(30, 3, 6) == std::vector<int64_t>{2, 7, 12, 17, 22, 27});
+  CHECK(ReviewSample(30, 3, 1) == std::vector<int64_t>{5, 15, 25});  // at least one each
+
+  models::ModelConfig flat = testing::TinyConfig("a", 2), deep = testing::TinyConfig("b", 2);
+  deep.architecture = "unet25d";
+  deep.context_slices = 2;
+  const BlobRef volume{std::string(64, 'a'), 1000, ""}, m0{std::string(64, 'b'), 10, ""}, m1{std::string(64, 'c'), 10, ""};
+  QueueOptions o;
+  // 3 time points of 20 slices of 512 x 512 with two models: 64 Mi / (256 Ki x 2) = 128
+  // voxel-slices: 64 slices at most, so all 20 of each time point, 8 per unit.
+  const VolumeShape shape{60, 512, 512, 1};
+  const std::vector<WorkUnit> units = SplitReview("j", "s1", {{"model-c0", m0, flat}, {"model-c1", m1, deep}}, volume, shape, 3, o);
+  std::vector<int64_t> all;
+  for (const WorkUnit& u : units) {
+    CHECK(u.kind == UnitKind::kReviewSlices);
+    CHECK(u.review_slices.size() <= 8);
+    CHECK(u.inputs.count("model-c0") == 1);
+    CHECK(u.inputs.count("model-c1") == 1);
+    CHECK(u.config["models"] == Json::array({"model-c0", "model-c1"}));
+    REQUIRE(u.region.has_value());
+    CHECK(u.region->frames == 3);
+    for (int64_t z : u.review_slices) {
+      all.push_back(z);
+      // The 2.5D model's two slices of context on each side, inside the time point.
+      for (int64_t d = -2; d <= 2; ++d) {
+        const int64_t n = z + d;
+        if (n / 20 == z / 20 && n >= 0) CHECK(u.region->Local(n) >= 0);
+      }
+    }
+    // It travels as JSON and back unchanged.
+    CHECK(WorkUnit::FromJson(u.ToJson()).value() == u);
+  }
+  CHECK(all == ReviewSample(60, 3, 64));
+  CHECK(all.size() == 60);
+}
+
 }  // namespace
 }  // namespace idlegrid::server

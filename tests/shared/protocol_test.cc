@@ -147,6 +147,21 @@ TEST_CASE("WorkUnit checks kind-specific ranges", "[protocol]") {
         "unit.slab.z_end: must be greater than z_begin");
   CHECK(ErrorAfter(s, [](Json& j) { j["seed"] = 1; }) == "unit.seed: unknown field");
   CHECK(ErrorAfter(s, [](Json& j) { j["slab"]["extra"] = 1; }) == "unit.slab.extra: unknown field");
+
+  // review_slices: increasing slices, each inside the region it needs.
+  WorkUnit r = MakeSlabUnit();
+  r.kind = UnitKind::kReviewSlices;
+  r.slab.reset();
+  r.review_slices = {3, 9, 40};
+  r.region = SliceRegion::Around(r.review_slices, 1, 64);
+  REQUIRE(WorkUnit::FromJson(r.ToJson()).value() == r);
+  CHECK(ErrorAfter(r, [](Json& j) { j["slices"] = Json::array({9, 3}); }) ==
+        "unit.slices[1] must be a slice after the one before");
+  CHECK(ErrorAfter(r, [](Json& j) { j["slices"] = Json::array({3, 20}); }) ==
+        "unit.slices: slice 20 is outside the region");
+  CHECK(ErrorAfter(r, [](Json& j) { j["slices"] = Json::array(); }) == "unit.slices must name at least one slice");
+  CHECK(ErrorAfter(r, [](Json& j) { j.erase("region"); }) == "unit.region is required for review_slices");
+  CHECK(ErrorAfter(r, [](Json& j) { j["slab"] = Json::object(); }) == "unit.slab: unknown field");
 }
 
 TEST_CASE("slice regions: built, looked up, validated, and carried by units", "[protocol]") {

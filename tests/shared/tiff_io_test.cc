@@ -457,6 +457,27 @@ TEST_CASE("labels of one time point are placed in a series, the other time point
   CHECK_FALSE(std::filesystem::exists(dir / "bad.tif"));
 }
 
+TEST_CASE("reading a stack a range at a time never maps the file into memory", "[tiff]") {
+  // A mapped file's pages count in the reader's RSS as it reads them: a worker reading its
+  // slab, or the server cutting a volume, grew with what it read.
+  TempDir dir;
+  Volume v = Volume::Create({16, 64, 64, 1}, DType::kUInt16).value();
+  REQUIRE(WriteTiff(dir / "stack.tif", v).ok());
+  auto mapped = [&] {
+    const std::string maps = testing::Slurp("/proc/self/maps");
+    return maps.find(dir / "stack.tif") != std::string::npos;
+  };
+  auto reader = TiffStackReader::Open(dir / "stack.tif").value();
+  for (int64_t z = 0; z < 16; ++z) REQUIRE(reader->ReadSlices(z, z + 1).ok());
+  CHECK_FALSE(mapped());
+  TiffReadOptions part;
+  part.z_begin = 3;
+  part.z_end = 5;
+  REQUIRE(ReadTiff(dir / "stack.tif", part).ok());
+  REQUIRE(ProbeTiff(dir / "stack.tif").ok());
+  CHECK_FALSE(mapped());
+}
+
 TEST_CASE("memory and file readers agree", "[tiff]") {
   TempDir dir;
   Volume v = Pattern<float>({3, 7, 5, 2}, DType::kFloat32);

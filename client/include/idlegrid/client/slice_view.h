@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <functional>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -99,6 +100,13 @@ struct Overview {
   // slices [z_begin, z_end), `factor` times coarser in-plane.
   StatusOr<Volume> Through(Plane plane, int64_t index, int64_t z_begin = 0, int64_t z_end = -1) const;
 };
+// The per-slice uncertainty strip beside the slice slider: `width` columns across slices
+// [first, first + count) (one time point), each 0xRRGGBB: the colour of the most uncertain
+// reviewed slice it covers, from pale (0) to deep red (1), or light gray where none was
+// reviewed. `uncertainty`: reviewed global slice -> 0..1.
+std::vector<uint32_t> UncertaintyStrip(const std::map<int64_t, double>& uncertainty, int64_t first, int64_t count,
+                                       int64_t width);
+
 // The smallest factor that keeps a stack of this shape and type within `budget_bytes`
 // (image and labels reduced by the image's factor line up).
 int64_t OverviewFactor(const VolumeShape& shape, DType dtype, int64_t budget_bytes);

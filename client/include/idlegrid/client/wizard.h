@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -41,6 +42,23 @@ struct Candidate {
   std::string chain, name, architecture;
   double score = -1;  // validation mean Dice on held-out strokes
   BlobRef model;
+};
+
+// Where to correct after a round: the review stage of a candidates or retrain job scored a
+// sample of slices (models/review.h). Plain value.
+struct RoundReview {
+  std::string job_id;
+  std::vector<int64_t> where;                 // reviewed slices, most uncertain first
+  std::map<int64_t, double> uncertainty;      // reviewed slice -> mean uncertainty, 0..1
+  std::map<std::string, double> agreement;    // chain -> share of voxels agreeing with the ensemble
+  std::string map_path;                       // uint8 per voxel, one slice per reviewed slice, in Z order
+  // Reads summary["review"] of a job's status; INVALID_ARGUMENT naming the field when malformed.
+  static StatusOr<RoundReview> FromJson(const Json& review, const std::string& job_id);
+  // The map of reviewed slice z (1 x Y x X), NOT_FOUND for a slice that was not reviewed.
+  StatusOr<Volume> MapOf(int64_t z) const;
+  // The most uncertain reviewed slice after `z` in the order of `where` (the first one
+  // when z was not reviewed); -1 when nothing was.
+  int64_t Next(int64_t z) const;
 };
 
 using ProgressFn = std::function<void(const Json& job_status)>;
@@ -81,6 +99,9 @@ class Wizard {
   StatusOr<Json> Wait(const std::string& job_id, int64_t timeout_s, const ProgressFn& progress = {});
   // The last candidates job's models, best first.
   StatusOr<std::vector<Candidate>> Candidates();
+  // The latest finished round's review (the candidates or the last retrain), its map fetched
+  // once into the session folder. NOT_FOUND when no finished job of the session has one.
+  StatusOr<RoundReview> LatestReview();
   // A model's labels for slices [z_begin, z_end) (an inference job on that part only).
   StatusOr<Volume> Predict(const BlobRef& model, int64_t z_begin, int64_t z_end, int64_t timeout_s = 3600);
   // The same for several models at once (their jobs run side by side on the grid).

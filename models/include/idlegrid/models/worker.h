@@ -14,6 +14,12 @@
 // infer_slab: config {"output": "labels" | "probabilities" | "denoised"}; inputs "model"
 //   (package) and "volume" (TIFF); writes the slab's core slices to outputs/labels.tif
 //   (+ probabilities.tif) or outputs/denoised.tif.
+// review_slices: config {"models": [input names]}: the candidates of a round (segmentation
+//   packages of the same classes); input "volume" holds the unit's region. Each model
+//   predicts each of `slices` (with its own halo, from the region); writes
+//   outputs/uncertainty.tif (uint8 per voxel, one slice per reviewed slice, in order) and
+//   outputs/review.json {"slices": [{"z", "entropy", "disagreement", "uncertain_fraction"}],
+//   "agreement": {model input name: mean share of voxels where it gives the ensemble's class}}.
 //
 // Standard output carries one JSON object per line: {"event": "start" | "progress" |
 // "epoch" | "checkpoint" | "interrupted" | "done" | "error", ...}; "progress" (with

@@ -31,6 +31,7 @@ inline constexpr size_t kMaxUrlLength = 2048;
 inline constexpr int64_t kMaxEpochs = 1000000;
 inline constexpr int64_t kMaxSlices = int64_t{1} << 31;
 inline constexpr size_t kMaxRegionRuns = 1 << 16;
+inline constexpr size_t kMaxReviewSlices = 4096;
 
 // A content-addressed file: the sha256 of its bytes (lowercase hex) and its size. `url`
 // says where to fetch it (may be empty when the receiver knows the blob endpoint).
@@ -87,7 +88,9 @@ struct Job {
   bool operator==(const Job& o) const;
 };
 
-enum class UnitKind { kTrainEpochs, kInferSlab };
+// review_slices: the candidates of a round predict a sample of the volume's slices, and the
+// unit scores how uncertain they are there (models/review.h).
+enum class UnitKind { kTrainEpochs, kInferSlab, kReviewSlices };
 const char* UnitKindName(UnitKind kind);
 
 // Epochs [begin, end) of a training chain; `begin` > 0 means the inputs hold a checkpoint.
@@ -111,6 +114,9 @@ struct WorkUnit {
   int64_t seed = 0;                  // train_epochs only; 0..2^53-1
   std::optional<EpochRange> epochs;  // present iff kind == kTrainEpochs
   std::optional<SlabRange> slab;     // present iff kind == kInferSlab (see volume.h)
+  // review_slices only: the global slices to score, increasing, each held by `region`
+  // (required) with the halo its models need.
+  std::vector<int64_t> review_slices;
   // Which slices of the volume the data inputs ("image", "labels", "volume") hold; absent:
   // the whole volume. A slab's region is its slices [read_begin, read_end).
   std::optional<SliceRegion> region;
