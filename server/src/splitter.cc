@@ -125,7 +125,11 @@ std::vector<WorkUnit> SplitReview(const std::string& job_id, const std::string& 
   const auto m = static_cast<int64_t>(std::max<size_t>(models.size(), 1));
   const int64_t budget = kReviewVoxels / (plane * m);
   const std::vector<int64_t> sample = ReviewSample(volume.z, frames, std::clamp<int64_t>(budget, 8, 64));
-  const int64_t per_unit = std::max<int64_t>(1, budget / 16);
+  // Units of about a sixteenth of the budget, and at least min_slabs of them when the
+  // sample allows, so that several nodes share a review.
+  const auto shared = static_cast<int64_t>((sample.size() + static_cast<size_t>(std::max<int64_t>(options.min_slabs, 1)) - 1) /
+                                           static_cast<size_t>(std::max<int64_t>(options.min_slabs, 1)));
+  const int64_t per_unit = std::clamp<int64_t>(budget / 16, 1, std::max<int64_t>(shared, 1));
   int64_t halo = 0;
   for (const ReviewModel& r : models) halo = std::max(halo, r.config.InferenceHalo());
   std::vector<WorkUnit> units;

@@ -63,7 +63,8 @@ struct ReviewModel {
 };
 
 // review_slices units over a bounded sample of the volume (about kReviewVoxels voxel
-// predictions in all, 8 to 64 slices), in groups of about a sixteenth of that each; every
+// predictions in all, 8 to 64 slices), in groups of about a sixteenth of that each (and at
+// least options.min_slabs groups when there are enough slices); every
 // unit's region holds its slices with the largest halo its models need (cut on
 // preparation).
 inline constexpr int64_t kReviewVoxels = int64_t{64} << 20;
