@@ -245,6 +245,8 @@ StatusOr<std::vector<Candidate>> Wizard::Candidates() {
     c.name = r["name"];
     c.architecture = r["architecture"];
     c.score = r["score"].is_number() ? r["score"].get<double>() : -1;
+    c.agreement = r.contains("agreement") && r["agreement"].is_number() ? r["agreement"].get<double>() : -1;
+    c.why = r.contains("why") && r["why"].is_string() ? r["why"].get<std::string>() : "";
     IDLEGRID_ASSIGN_OR_RETURN(c.model, BlobRef::FromJson(r["model"]));
     out.push_back(c);
   }

@@ -710,7 +710,12 @@ void ComparePage::Draw() {
   for (size_t i = 0; i < canvases_.size() && i < predictions_.size(); ++i) {
     canvases_[i]->SetLayers({{&predictions_[i], 0, colours, kLabelAlpha}});
     canvases_[i]->SetPicture(s.x, s.y, gray);
-    canvases_[i]->SetCaption(wxString::Format("#%zu %s - validation Dice %.3f", i + 1, U(candidates_[i].name), candidates_[i].score));
+    const Candidate& c = candidates_[i];
+    // Why it ranks here: validation on the painted slice, and (after the round's review) how
+    // much it agrees with the others on the rest of the volume.
+    const wxString agrees = c.agreement < 0 ? wxString() : wxString::Format(", agrees %.0f%% elsewhere", 100 * c.agreement);
+    canvases_[i]->SetCaption(wxString::Format("#%zu %s - validation Dice %.3f%s", i + 1, U(c.name), c.score, agrees));
+    canvases_[i]->SetToolTip(U(c.why));
   }
 }
 

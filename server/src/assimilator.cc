@@ -42,7 +42,8 @@ double ChainScore(const Json& metrics) {
 
 
 StageOutcome Assimilator::Assimilate(const std::string& job_id, int64_t stage, const Json& plan,
-                                     const Json& job_outputs, const std::vector<FinishedUnit>& finished) const {
+                                     const Json& job_outputs, const Json& job_summary,
+                                     const std::vector<FinishedUnit>& finished) const {
   StageOutcome o;
   o.job_outputs = job_outputs.is_object() ? job_outputs : Json::object();
   const Json& st = plan["stages"][stage];
@@ -50,6 +51,9 @@ StageOutcome Assimilator::Assimilate(const std::string& job_id, int64_t stage, c
     RankChains(job_id, stage, plan, finished, &o);
   } else if (st["type"] == "review") {
     Review(job_id, plan, finished, &o);
+    if (o.failure.empty() && job_summary.is_object() && job_summary.contains("ranking")) {
+      Rerank(job_summary["ranking"], o.summary["review"]["agreement"], &o);
+    }
   } else {
     Stitch(job_id, plan, st, finished, &o);
   }
@@ -271,6 +275,33 @@ void Assimilator::Review(const std::string& job_id, const Json& plan, const std:
   const int64_t frames = FramesOf(plan);
   o->summary["review"] = {{"slices", slices}, {"where", where}, {"agreement", agree}, {"frames", frames},
                           {"depth", plan["shape"][0].get<int64_t>() / frames}};
+}
+
+void Assimilator::Rerank(const Json& ranking, const Json& agreement, StageOutcome* o) const {
+  if (!ranking.is_array() || ranking.empty()) return;
+  auto score = [](const Json& r) { return r["score"].is_number() ? r["score"].get<double>() : -1e300; };
+  const double best = score(ranking[0]);
+  Json revised = ranking;
+  for (Json& r : revised) {
+    const std::string chain = r.value("chain", std::string());
+    if (agreement.contains(chain)) r["agreement"] = agreement[chain];
+    const bool tied = best > -1e299 && score(r) >= best - kTiedDice;
+    r["why"] = !tied ? "validation Dice more than " + std::to_string(kTiedDice).substr(0, 4) + " below the best"
+               : agreement.contains(chain) ? "validation within " + std::to_string(kTiedDice).substr(0, 4) +
+                                                 " of the best: ranked by agreement with the other candidates on the reviewed slices"
+                                           : "validation within " + std::to_string(kTiedDice).substr(0, 4) + " of the best";
+  }
+  // Tied candidates first, by agreement (then validation); the rest as they were.
+  std::stable_sort(revised.begin(), revised.end(), [&](const Json& a, const Json& b) {
+    const bool ta = score(a) >= best - kTiedDice, tb = score(b) >= best - kTiedDice;
+    if (ta != tb) return ta;
+    if (!ta) return false;
+    const double aa = a.value("agreement", 0.0), ab = b.value("agreement", 0.0);
+    return aa != ab ? aa > ab : score(a) > score(b);
+  });
+  o->summary["ranking"] = revised;
+  o->job_outputs["model"] = revised[0]["model"];
+  o->job_outputs["metrics"] = revised[0]["metrics"];
 }
 
 }  // namespace idlegrid::server

@@ -4,7 +4,9 @@
 // inference stage is split (its inputs cut on preparation). A review stage's scores become
 // summary["review"] (slices in Z order with their uncertainty, the most uncertain first in
 // "where", each candidate's agreement with the ensemble) and its maps the output
-// "uncertainty" (the sampled slices' per-voxel uncertainty, in Z order). An inference stage's slabs are
+// "uncertainty" (the sampled slices' per-voxel uncertainty, in Z order); the ranking is
+// then revised (Rerank): validation on held-out strokes of one slice cannot tell apart
+// candidates that all fit that slice, agreement on the rest of the volume can. An inference stage's slabs are
 // checked and streamed in Z order into one TIFF blob, a slab at a time. Pure with respect
 // to the database: the queue reads the finished units, calls Assimilate outside its lock,
 // and records the Outcome only if the job has not changed meanwhile.
@@ -24,6 +26,10 @@
 #include "planner.h"
 
 namespace idlegrid::server {
+
+// Validation Dice this close to the best's counts as a tie (held-out strokes of one slice
+// put every reasonable candidate at 0.99-1.00).
+inline constexpr double kTiedDice = 0.02;
 
 // A unit of the finished stage, as stored: its WorkUnit JSON and its outputs.
 struct FinishedUnit {
@@ -51,10 +57,10 @@ class Assimilator {
  public:
   Assimilator(const BlobStore* blobs, const QueueOptions& options) : blobs_(blobs), options_(options) {}
 
-  // `plan` is the job's stored plan, `job_outputs` its outputs so far, `finished` the
-  // stage's units in order.
+  // `plan` is the job's stored plan, `job_outputs` and `job_summary` what it has so far,
+  // `finished` the stage's units in order.
   StageOutcome Assimilate(const std::string& job_id, int64_t stage, const Json& plan, const Json& job_outputs,
-                          const std::vector<FinishedUnit>& finished) const;
+                          const Json& job_summary, const std::vector<FinishedUnit>& finished) const;
 
  private:
   void RankChains(const std::string& job_id, int64_t stage, const Json& plan,
@@ -62,6 +68,9 @@ class Assimilator {
   void Stitch(const std::string& job_id, const Json& plan, const Json& st, const std::vector<FinishedUnit>& finished,
               StageOutcome* o) const;
   void Review(const std::string& job_id, const Json& plan, const std::vector<FinishedUnit>& finished, StageOutcome* o) const;
+  // After a review: candidates whose validation is within kTiedDice of the best are told
+  // apart by their agreement with the ensemble on the reviewed (mostly unlabelled) slices.
+  void Rerank(const Json& ranking, const Json& agreement, StageOutcome* o) const;
   // The units of stage `next` after training: a review of every chain's model, or the
   // inference of the best one (outputs["model"]).
   void SplitNext(const std::string& job_id, int64_t next, const Json& plan, const Json& outputs, StageOutcome* o) const;

@@ -842,13 +842,13 @@ Status Queue::AssimilatePending() {
     // 1. Find a running job whose current stage is complete, and read what it needs.
     std::string job_id;
     int64_t stage = 0, job_seq = 0;
-    Json plan, job_outputs;
+    Json plan, job_outputs, job_summary;
     std::vector<FinishedUnit> finished;
     {
       std::lock_guard<std::mutex> lock(mu_);
       StmtScope scope(*db_);
       IDLEGRID_ASSIGN_OR_RETURN(Stmt * s, db_->Prepare(
-          "SELECT j.job_id, j.stage, j.plan, j.outputs, j.seq FROM jobs j WHERE j.state='running' AND NOT EXISTS "
+          "SELECT j.job_id, j.stage, j.plan, j.outputs, j.seq, j.summary FROM jobs j WHERE j.state='running' AND NOT EXISTS "
           "(SELECT 1 FROM units u WHERE u.job_id=j.job_id AND u.stage=j.stage AND "
           " u.state IN ('preparing','waiting','ready','leased','failed','cancelled')) "
           "ORDER BY j.seq LIMIT 1"));
@@ -858,6 +858,7 @@ Status Queue::AssimilatePending() {
       plan = ParseStored(s->Text(2));
       job_outputs = ParseStored(s->Text(3));
       job_seq = s->Int(4);
+      job_summary = ParseStored(s->Text(5));
       s->Reset();
       IDLEGRID_ASSIGN_OR_RETURN(Stmt * u, db_->Prepare(
           "SELECT unit_id, chain, unit, outputs FROM units WHERE job_id=? AND stage=? ORDER BY seq"));
@@ -866,7 +867,7 @@ Status Queue::AssimilatePending() {
       IDLEGRID_RETURN_IF_ERROR(u->status());
     }
     // 2. The work itself, without holding the database.
-    const StageOutcome outcome = Assimilator(blobs_, options_).Assimilate(job_id, stage, plan, job_outputs, finished);
+    const StageOutcome outcome = Assimilator(blobs_, options_).Assimilate(job_id, stage, plan, job_outputs, job_summary, finished);
     const bool last_stage = stage + 1 >= static_cast<int64_t>(plan["stages"].size());
     // 3. Record it, unless the job changed meanwhile (cancelled).
     std::lock_guard<std::mutex> lock(mu_);

@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <map>
@@ -76,7 +77,18 @@ TEST_CASE("the wizard's flow from a volume to an exported segmentation", "[clien
   CHECK(updates > 0);
   std::vector<Candidate> candidates = w->Candidates().value();
   REQUIRE(candidates.size() >= 4);
-  for (size_t i = 1; i < candidates.size(); ++i) CHECK(candidates[i - 1].score >= candidates[i].score);
+  // Ranked by validation, candidates within 0.02 of the best by their agreement on the
+  // reviewed slices; each says why.
+  double top = -1;
+  for (const Candidate& c : candidates) top = std::max(top, c.score);
+  CHECK(candidates[0].score >= top - 0.02);
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    CHECK(candidates[i].agreement >= 0);
+    CHECK_FALSE(candidates[i].why.empty());
+    if (i == 0) continue;
+    const bool tied = candidates[i - 1].score >= top - 0.02 && candidates[i].score >= top - 0.02;
+    CHECK((tied ? candidates[i - 1].agreement >= candidates[i].agreement : candidates[i - 1].score >= candidates[i].score));
+  }
   // Where to correct: the round's review of every slice (a small volume), most uncertain
   // first, with each slice's map.
   const RoundReview review = w->LatestReview().value();

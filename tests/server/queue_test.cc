@@ -378,9 +378,10 @@ TEST_CASE("a sweep ranks by the last validated epoch, or by training loss when n
 }
 
 // Completes a review unit as a worker would: per slice z a map of value z and the entropy
-// `entropy(z)`; agreement 1 for the first model and 0.5 for the others.
+// `entropy(z)`; each model's agreement from `agree` (model input -> share), else 1 for the
+// first model and 0.5 for the others.
 Result ReviewResult(QueueFixture& f, const SignedUnit& env, const std::string& node_id,
-                    const std::function<double(int64_t)>& entropy) {
+                    const std::function<double(int64_t)>& entropy, const std::map<std::string, double>& agree = {}) {
   const WorkUnit& u = env.unit;
   const auto n = static_cast<int64_t>(u.review_slices.size());
   Volume map = Volume::Create({n, 16, 16, 1}, DType::kUInt8).value();
@@ -390,7 +391,10 @@ Result ReviewResult(QueueFixture& f, const SignedUnit& env, const std::string& n
     std::memset(map.slice_bytes_at(i), static_cast<int>(z), map.slice_bytes());
     slices.push_back({{"z", z}, {"entropy", entropy(z)}, {"disagreement", 0.1}, {"uncertain_fraction", 0.2}});
   }
-  for (const Json& m : u.config["models"]) agreement[m.get<std::string>()] = agreement.empty() ? 1.0 : 0.5;
+  for (const Json& m : u.config["models"]) {
+    const std::string name = m;
+    agreement[name] = agree.count(name) ? agree.at(name) : agreement.empty() ? 1.0 : 0.5;
+  }
   Result r;
   r.lease_id = env.lease_id;
   r.unit_id = u.unit_id;
@@ -419,6 +423,46 @@ TEST_CASE("a review whose scores do not match its slices fails the job, naming t
   const Json s = JobView(f, id);
   CHECK(s["state"] == "failed");
   CHECK_THAT(s["error"].get<std::string>(), Catch::Contains(bad) && Catch::Contains("no valid scores"));
+}
+
+TEST_CASE("candidates tied on the painted slice are ranked by their agreement on the rest of the volume", "[server][queue]") {
+  QueueFixture f;
+  auto node = f.Enroll();
+  Job job = SweepOf(f, 6, {"a", "b", "c"});
+  job.config["infer"] = "labels";
+  const std::string id = Must(f.queue->Submit(job));
+  // a and b fit the painted slice alike (0.99, 0.985); c less (0.95). On the reviewed slices b
+  // agrees with the others most, then a; c would agree more still, but is not tied.
+  const std::map<std::string, double> dice{{"a", 0.99}, {"b", 0.985}, {"c", 0.95}};
+  std::map<std::string, std::string> model_of;
+  for (int i = 0; i < 3; ++i) {
+    Leased l = MustLease(*f.queue, node);
+    const std::string name = l.env.unit.config["model"]["name"];
+    Result r = TrainResult(f, l, dice.at(name), true);
+    model_of[name] = r.outputs["model"].sha256;
+    Must(f.queue->Complete(node.node_id, r));
+  }
+  CHECK(JobView(f, id)["summary"]["ranking"][0]["name"] == "a");  // by validation alone
+  const std::map<std::string, double> agree{{"model-c0", 0.80}, {"model-c1", 0.90}, {"model-c2", 0.95}};
+  for (int i = 0; i < 6; ++i) {
+    auto env = Must(f.queue->Lease(node.node_id, Node()));
+    REQUIRE(env);
+    if (env->unit.kind != UnitKind::kReviewSlices) {  // the review is done: inference with the new best
+      CHECK(env->unit.inputs.at("model").sha256 == model_of["b"]);
+      break;
+    }
+    Must(f.queue->Complete(node.node_id, ReviewResult(f, *env, node.node_id, [](int64_t) { return 0.3; }, agree)));
+  }
+  const Json s = JobView(f, id);
+  const Json& ranking = s["summary"]["ranking"];
+  REQUIRE(ranking.size() == 3);
+  CHECK(ranking[0]["name"] == "b");
+  CHECK(ranking[1]["name"] == "a");
+  CHECK(ranking[2]["name"] == "c");
+  CHECK(ranking[0]["agreement"] == 0.90);
+  CHECK_THAT(ranking[0]["why"].get<std::string>(), Catch::Contains("agreement"));
+  CHECK_THAT(ranking[2]["why"].get<std::string>(), Catch::Contains("below the best"));
+  CHECK(s["outputs"]["model"]["sha256"] == model_of["b"]);
 }
 
 TEST_CASE("a sweep ranks its candidates and segments the volume with the best", "[server][queue]") {

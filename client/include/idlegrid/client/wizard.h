@@ -40,7 +40,9 @@ struct WizardOptions {
 
 struct Candidate {
   std::string chain, name, architecture;
-  double score = -1;  // validation mean Dice on held-out strokes
+  double score = -1;      // validation mean Dice on held-out strokes
+  double agreement = -1;  // after the round's review: share of reviewed voxels agreeing with the ensemble
+  std::string why;        // why it ranks where it does (after the review)
   BlobRef model;
 };
 
