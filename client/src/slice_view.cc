@@ -191,14 +191,19 @@ StatusOr<Volume> Overview::Through(Plane plane, int64_t index, int64_t z_begin, 
 std::vector<uint32_t> UncertaintyStrip(const std::map<int64_t, double>& uncertainty, int64_t first, int64_t count,
                                        int64_t width) {
   std::vector<uint32_t> out(static_cast<size_t>(std::max<int64_t>(width, 0)), 0xE0E0E0);
-  if (count <= 0 || width <= 0) return out;
+  if (count <= 0 || width <= 0 || uncertainty.empty()) return out;
+  // Relative to the review's own range: barely trained candidates are unsure everywhere,
+  // and the strip must still show where most.
+  double least = 1, most = 0;
+  for (const auto& [z, u] : uncertainty) least = std::min(least, u), most = std::max(most, u);
+  const double span = most - least;
   for (int64_t c = 0; c < width; ++c) {
     // The slices this column covers (at least one).
     const int64_t lo = first + c * count / width, hi = std::max(lo + 1, first + (c + 1) * count / width);
     double worst = -1;
     for (auto it = uncertainty.lower_bound(lo); it != uncertainty.end() && it->first < hi; ++it) worst = std::max(worst, it->second);
     if (worst < 0) continue;
-    const double u = std::clamp(worst, 0.0, 1.0);
+    const double u = span > 1e-9 ? std::clamp((worst - least) / span, 0.0, 1.0) : 1.0;
     // Pale yellow-white (255, 245, 200) to deep red (180, 0, 0).
     const auto mix = [u](double a, double b) { return static_cast<uint32_t>(std::lround(a + (b - a) * u)); };
     out[static_cast<size_t>(c)] = mix(255, 180) << 16 | mix(245, 0) << 8 | mix(200, 0);

@@ -228,6 +228,12 @@ TEST_CASE("the uncertainty strip colours each slice by its review, the worst whe
   CHECK(wide[16] == 0xB40000);
   CHECK(wide[19] == 0xB40000);
   CHECK(UncertaintyStrip(u, 0, 0, 5) == std::vector<uint32_t>(5, 0xE0E0E0));
+  // Relative to the review's range: candidates unsure everywhere (0.6 to 0.8) still show
+  // where most.
+  const std::vector<uint32_t> weak = UncertaintyStrip({{0, 0.6}, {1, 0.7}, {2, 0.8}}, 0, 3, 3);
+  CHECK(weak[0] == 0xFFF5C8);
+  CHECK(weak[2] == 0xB40000);
+  CHECK(UncertaintyStrip({{0, 0.4}}, 0, 1, 1)[0] == 0xB40000);  // one slice: the most uncertain
 }
 
 }  // namespace

@@ -102,8 +102,8 @@ struct Overview {
 };
 // The per-slice uncertainty strip beside the slice slider: `width` columns across slices
 // [first, first + count) (one time point), each 0xRRGGBB: the colour of the most uncertain
-// reviewed slice it covers, from pale (0) to deep red (1), or light gray where none was
-// reviewed. `uncertainty`: reviewed global slice -> 0..1.
+// reviewed slice it covers, from pale (the least uncertain reviewed slice) to deep red (the
+// most), or light gray where none was reviewed. `uncertainty`: reviewed global slice -> 0..1.
 std::vector<uint32_t> UncertaintyStrip(const std::map<int64_t, double>& uncertainty, int64_t first, int64_t count,
                                        int64_t width);
 
