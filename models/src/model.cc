@@ -115,10 +115,17 @@ StatusOr<InferenceResult> ToResult(const ModelConfig& c, const torch::Tensor& ou
   return result;
 }
 
-// Copies `part` (slices of the core from `first`) into `whole` at its place.
-void Place(const Volume& part, int64_t offset, Volume& whole) {
-  if (part.empty()) return;
+// Copies `part` into `whole` at slice `offset`, creating `whole` (`depth` slices, else the
+// part's shape) on the first part.
+Status Place(const Volume& part, int64_t offset, int64_t depth, Volume& whole) {
+  if (part.empty()) return Status::Ok();
+  if (whole.empty()) {
+    VolumeShape shape = part.shape();
+    shape.z = depth;
+    IDLEGRID_ASSIGN_OR_RETURN(whole, Volume::CreateUninitialized(shape, part.dtype()));
+  }
   std::memcpy(whole.slice_bytes_at(offset), part.bytes(), part.size_bytes());
+  return Status::Ok();
 }
 
 }  // namespace
@@ -196,26 +203,12 @@ Status Model::PredictStreamed(const VolumeShape& plane, const SlabRange& slab, i
 
 StatusOr<InferenceResult> Model::Predict(const Volume& input, const SlabRange& slab,
                                          int64_t total_depth, const PredictHooks& hooks) const {
-  const ModelConfig& c = impl_->config;
   const VolumeShape& s = input.shape();
   if (s.z != slab.read_end() - slab.read_begin() || slab.read_begin() < 0 || slab.read_end() > total_depth) {
     return InvalidArgumentError("the input's " + std::to_string(s.z) + " slices do not match slab [" +
                                 std::to_string(slab.read_begin()) + ", " + std::to_string(slab.read_end()) + ")");
   }
   InferenceResult result;
-  const VolumeShape out_shape{slab.depth(), s.y, s.x, 1};
-  if (c.task == Task::kSegment) {
-    IDLEGRID_ASSIGN_OR_RETURN(result.labels, Volume::CreateUninitialized(out_shape, DType::kUInt8));
-    if (impl_->options.probabilities) {
-      VolumeShape ps = out_shape;
-      ps.c = c.num_classes;
-      IDLEGRID_ASSIGN_OR_RETURN(result.probabilities, Volume::CreateUninitialized(ps, DType::kUInt8));
-    }
-  } else {
-    VolumeShape ds = out_shape;
-    ds.c = c.in_channels;
-    IDLEGRID_ASSIGN_OR_RETURN(result.denoised, Volume::CreateUninitialized(ds, DType::kFloat32));
-  }
   auto read = [&](int64_t z) -> StatusOr<Volume> {
     IDLEGRID_ASSIGN_OR_RETURN(Volume v, Volume::CreateUninitialized({1, s.y, s.x, s.c}, input.dtype()));
     std::memcpy(v.bytes(), input.slice_bytes_at(z - slab.read_begin()), v.size_bytes());
@@ -223,9 +216,10 @@ StatusOr<InferenceResult> Model::Predict(const Volume& input, const SlabRange& s
   };
   auto write = [&](int64_t first, const InferenceResult& part) {
     const int64_t at = first - slab.z_begin;
-    Place(part.labels, at, result.labels);
-    Place(part.probabilities, at, result.probabilities);
-    Place(part.denoised, at, result.denoised);
+    for (auto [from, to] : {std::pair{&part.labels, &result.labels}, std::pair{&part.probabilities, &result.probabilities},
+                            std::pair{&part.denoised, &result.denoised}}) {
+      IDLEGRID_RETURN_IF_ERROR(Place(*from, at, slab.depth(), *to));
+    }
     return Status::Ok();
   };
   IDLEGRID_RETURN_IF_ERROR(PredictStreamed(VolumeShape{1, s.y, s.x, s.c}, slab, total_depth, read, write, hooks));

@@ -245,8 +245,11 @@ int RunInfer(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
   options.probabilities = output == "probabilities";
   StatusOr<std::unique_ptr<Model>> model = Model::Load(model_path, options);
   if (!model.ok()) return Fail(events, ExitFor(model.status()), model.status());
-  StatusOr<TiffInfo> info = ProbeTiff(volume_path);
-  if (!info.ok()) return Fail(events, ExitFor(info.status()), info.status());
+  // Streamed: input slices are read as the tiles reach them and output slices written as
+  // they are final, so the worker holds a few slices, not the slab.
+  StatusOr<std::unique_ptr<TiffStackReader>> reader = TiffStackReader::Open(volume_path);
+  if (!reader.ok()) return Fail(events, ExitFor(reader.status()), reader.status());
+  const TiffInfo* info = &(*reader)->info();
   const SlabRange& slab = *unit.slab;
   // With a region the input holds the slab's slices alone (what the server cut for it);
   // without, the whole volume.
@@ -270,10 +273,6 @@ int RunInfer(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
     return Fail(events, kWorkerBadUnit, InvalidArgumentError("output \"" + output + "\" does not fit this model"));
   }
   events.Emit({{"event", "start"}, {"kind", "infer_slab"}, {"z_begin", slab.z_begin}, {"z_end", slab.z_end}});
-  // Streamed: input slices are read as the tiles reach them and output slices written as
-  // they are final, so the worker holds a few slices, not the slab.
-  StatusOr<std::unique_ptr<TiffStackReader>> reader = TiffStackReader::Open(volume_path);
-  if (!reader.ok()) return Fail(events, ExitFor(reader.status()), reader.status());
   // A slab takes minutes on one thread: progress twice a second, and a stop between tiles
   // (a slab has no checkpoint; it runs again whole).
   auto interrupted = [&] {
@@ -299,7 +298,7 @@ int RunInfer(const WorkerArgs& args, const WorkUnit& unit, Events& events) {
     in_frame.z_begin -= frame_start;
     in_frame.z_end -= frame_start;
   }
-  const VolumeShape& in_shape = (*reader)->info().shape;
+  const VolumeShape& in_shape = info->shape;
   const VolumeShape core{slab.depth(), in_shape.y, in_shape.x, 1};
   StatusOr<SlabOutputs> outputs = SlabOutputs::Open(args.outputs_dir, output, core, (*model)->config());
   if (!outputs.ok()) return Fail(events, kWorkerIoError, outputs.status());

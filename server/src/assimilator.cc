@@ -143,7 +143,7 @@ void Assimilator::SplitNext(const std::string& job_id, int64_t next, const Json&
 }
 
 StatusOr<BlobRef> Assimilator::StitchOutput(const std::string& job_id, const std::string& name,
-                                            const std::vector<FinishedUnit>& units, const Json& plan,
+                                            const std::vector<FinishedUnit>& units, int64_t frames, int64_t series_depth,
                                             const std::function<Status(const FinishedUnit&, int64_t)>& check) const {
   const std::string tmp = blobs_->root() + "/tmp/stitch-" + job_id + "-" + name + ".tif";
   Status s = [&]() -> Status {
@@ -166,8 +166,7 @@ StatusOr<BlobRef> Assimilator::StitchOutput(const std::string& job_id, const std
         TiffWriteOptions options;
         options.deflate = name != "denoised" && name != "probabilities";  // labels and maps: mostly runs
         // A series' output is a hyperstack of its time points (a part of one is a stack).
-        const int64_t frames = FramesOf(plan);
-        if (frames > 1 && total % frames == 0 && plan["shape"][0].get<int64_t>() == total) options.frames = frames;
+        if (frames > 1 && total % frames == 0 && series_depth == total) options.frames = frames;
         IDLEGRID_ASSIGN_OR_RETURN(writer, TiffWriter::Open(tmp, shape, part->info().dtype, options));
       }
       // A few slices at a time: the server never holds a slab.
@@ -204,7 +203,7 @@ void Assimilator::Stitch(const std::string& job_id, const Json& plan, const Json
     return DataLossError("slab " + f.unit_id + " returned " + std::to_string(slices) + " slices, not " + std::to_string(want));
   };
   for (const std::string& n : names) {
-    StatusOr<BlobRef> ref = StitchOutput(job_id, n, slabs, plan, check);
+    StatusOr<BlobRef> ref = StitchOutput(job_id, n, slabs, FramesOf(plan), plan["shape"][0].get<int64_t>(), check);
     if (!ref.ok()) {
       o->failure = "cannot stitch the slabs: " + ref.status().message();
       return;
@@ -254,7 +253,7 @@ void Assimilator::Review(const std::string& job_id, const Json& plan, const std:
     return DataLossError("review unit " + f.unit_id + " returned " + std::to_string(n) + " maps, not " +
                          std::to_string(f.unit["slices"].size()));
   };
-  StatusOr<BlobRef> map = StitchOutput(job_id, "uncertainty", units, Json{{"shape", {0}}}, check);
+  StatusOr<BlobRef> map = StitchOutput(job_id, "uncertainty", units, 1, 0, check);  // a stack of the sampled slices
   if (!map.ok()) {
     o->failure = "cannot stitch the uncertainty maps: " + map.status().message();
     return;

@@ -74,9 +74,10 @@ class Assimilator {
   // The units of stage `next` after training: a review of every chain's model, or the
   // inference of the best one (outputs["model"]).
   void SplitNext(const std::string& job_id, int64_t next, const Json& plan, const Json& outputs, StageOutcome* o) const;
-  // Streams the slices of each unit's TIFF output `name`, in the units' order, into one blob.
+  // Streams the slices of each unit's TIFF output `name`, in the units' order, into one blob;
+  // a hyperstack of `frames` time points when it holds the series' `series_depth` slices.
   StatusOr<BlobRef> StitchOutput(const std::string& job_id, const std::string& name,
-                                 const std::vector<FinishedUnit>& units, const Json& plan,
+                                 const std::vector<FinishedUnit>& units, int64_t frames, int64_t series_depth,
                                  const std::function<Status(const FinishedUnit&, int64_t slices)>& check) const;
 
   const BlobStore* blobs_;
