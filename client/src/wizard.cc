@@ -186,7 +186,32 @@ void Wizard::CapForQuickLook(models::ModelConfig& c) const {
   c.epochs = std::min<int64_t>(c.epochs, 2);
 }
 
-StatusOr<std::string> Wizard::TrainCandidates() {
+// Image bytes the noise estimate reads: a few slices, spread through the stack.
+constexpr int64_t kNoiseSampleBytes = int64_t{16} << 20;
+
+StatusOr<double> Wizard::NoiseLevel() {
+  if (!stack_) return FailedPreconditionError("no volume is open");
+  IDLEGRID_ASSIGN_OR_RETURN(std::unique_ptr<TiffStackReader> reader, TiffStackReader::Open(session_.image_path));
+  const TiffInfo info = reader->info();
+  models::FingerprintBuilder b(info.shape, info.dtype, models::SampleSlices(info.shape, info.dtype, kNoiseSampleBytes));
+  IDLEGRID_RETURN_IF_ERROR(b.AddSampledImage([&](int64_t z0, int64_t z1) { return reader->ReadSlices(z0, z1); }, 1));
+  IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, b.Finish({}, false));
+  return fp.NoiseLevel();
+}
+
+StatusOr<BlobRef> Wizard::ModelInput() {
+  IDLEGRID_RETURN_IF_ERROR(EnsureImageUploaded());
+  std::string job;
+  for (const SessionJob& j : session_.jobs) {
+    if (j.purpose == "candidates") job = j.job_id;
+  }
+  if (job.empty()) return image_blob_;
+  IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->JobStatus(job));
+  if (s["outputs"].is_object() && s["outputs"].contains("denoised")) return BlobRef::FromJson(s["outputs"]["denoised"]);
+  return image_blob_;
+}
+
+StatusOr<std::string> Wizard::TrainCandidates(bool denoise_first) {
   if (!annotation_) return FailedPreconditionError("open a volume first");
   if (annotation_->classes().size() < 2) return FailedPreconditionError("paint at least two classes");
   IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, Fingerprint(&annotation_->labels()));
@@ -205,6 +230,14 @@ StatusOr<std::string> Wizard::TrainCandidates() {
   IDLEGRID_ASSIGN_OR_RETURN(job.inputs["labels"], UploadLabels());
   job.inputs["image"] = image_blob_;
   job.config = {{"candidates", list}};
+  if (denoise_first) {
+    job.config["denoise"] = "first";
+    if (o_.max_steps_per_candidate > 0) {  // a quick look: the planned denoiser, capped
+      models::ModelConfig d = models::PlanDenoiser(fp);
+      CapForQuickLook(d);
+      job.config["denoiser"] = models::ConfigToJson(d);
+    }
+  }
   IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->Submit(job));
   const std::string id = s["job_id"];
   Track(id, "candidates");
@@ -324,7 +357,7 @@ StatusOr<std::string> Wizard::SubmitInfer(const BlobRef& model, const std::strin
   job.kind = JobKind::kInfer;
   job.name = name;
   job.inputs["model"] = model;
-  job.inputs["volume"] = image_blob_;
+  IDLEGRID_ASSIGN_OR_RETURN(job.inputs["volume"], ModelInput());
   job.config = config;
   IDLEGRID_ASSIGN_OR_RETURN(Json s, api_->Submit(job));
   return s["job_id"].get<std::string>();
@@ -381,7 +414,7 @@ StatusOr<std::string> Wizard::SubmitRetrain() {
   job.kind = JobKind::kTrain;
   job.name = "retrain";
   IDLEGRID_ASSIGN_OR_RETURN(job.inputs["labels"], UploadLabels());
-  job.inputs["image"] = image_blob_;
+  IDLEGRID_ASSIGN_OR_RETURN(job.inputs["image"], ModelInput());
   // The chosen model: a candidate, or the result of an earlier retrain.
   IDLEGRID_ASSIGN_OR_RETURN(job.inputs["init"], ChosenModel());
   job.config = {{"review", true}};  // where the fine-tuned model is still unsure: the next round

@@ -443,9 +443,10 @@ Status WizardFrame::Submit(const std::string& purpose) {
   auto id = std::make_shared<std::string>();
   // Candidates and retraining send the labels: painting waits until they are on the grid.
   const bool reads_labels = purpose == "candidates" || purpose == "retrain";
-  const bool started = RunTask("Submitting the " + purpose + " job", [w, purpose, id] {
+  const bool denoise_first = purpose == "candidates" && paint_->DenoiseFirst();
+  const bool started = RunTask("Submitting the " + purpose + " job", [w, purpose, id, denoise_first] {
     if (purpose == "candidates") {
-      IDLEGRID_ASSIGN_OR_RETURN(*id, w->TrainCandidates());
+      IDLEGRID_ASSIGN_OR_RETURN(*id, w->TrainCandidates(denoise_first));
     } else if (purpose == "retrain") {
       IDLEGRID_ASSIGN_OR_RETURN(*id, w->SubmitRetrain());
     } else {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "idlegrid/models/strategy.h"
 #include "idlegrid/shared/api_client.h"
 #include "idlegrid/shared/tiff_io.h"
 
@@ -183,6 +184,11 @@ PaintPage::PaintPage(wxWindow* parent, WizardFrame* frame) : wxPanel(parent), fr
   side->Add(goal_, 0, wxEXPAND | wxTOP, 4);
   advice_ = new wxStaticText(this, wxID_ANY, "", wxDefaultPosition, wxSize(270, 36));
   side->Add(advice_, 0, wxEXPAND | wxTOP, 4);
+  denoise_first_ = new wxCheckBox(this, wxID_ANY, "Denoise first");
+  denoise_first_->SetToolTip("This volume looks noisy: one job denoises it (no strokes needed), then the candidates "
+                             "train on and segment the denoised volume");
+  denoise_first_->Hide();
+  side->Add(denoise_first_, 0, wxTOP, 8);
   train_ = new wxButton(this, wxID_ANY, "Train candidates >");
   retrain_ = new wxButton(this, wxID_ANY, "Retrain with corrections");
   apply_ = new wxButton(this, wxID_ANY, "Apply to the whole volume >");
@@ -279,6 +285,13 @@ void PaintPage::Load() {
   AutoContrast();
   canvas_->FitView();
   if (!w->annotation().classes().empty()) SelectClass(1);
+  // A noisy volume: offer to denoise it first (a few slices read; nothing else waits on it).
+  StatusOr<double> noise = w->NoiseLevel();
+  const bool noisy = noise.ok() && *noise >= models::kDenoiseFirstNoiseLevel;
+  if (noisy) denoise_first_->SetLabel(wxString::Format("Denoise first (noise about %.0f%% of the range)", 100 * *noise));
+  denoise_first_->SetValue(false);  // an offer: the user decides
+  denoise_first_->Show(noisy);
+  Layout();
   UpdateCounter();
 }
 

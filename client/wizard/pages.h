@@ -52,6 +52,8 @@ class PaintPage : public wxPanel {
   void Load();  // a volume was opened
   void Detach();  // the session is about to go away: draw nothing from it
   void SetCorrecting(bool on);
+  // Whether the candidates should train on a denoised copy (offered for noisy volumes).
+  bool DenoiseFirst() const { return denoise_first_->IsShown() && denoise_first_->GetValue(); }
   bool correcting() const { return correcting_; }
   void ShowSlice(int64_t z);
   int64_t slice() const { return z_; }
@@ -90,7 +92,7 @@ class PaintPage : public wxPanel {
   wxGauge* goal_;
   wxListBox* classes_;
   wxRadioBox* tool_;
-  wxCheckBox *show_prediction_, *show_uncertain_;
+  wxCheckBox *show_prediction_, *show_uncertain_, *denoise_first_;
   wxButton *train_, *retrain_, *apply_, *next_uncertain_;
   int64_t z_ = 0;
   Window window_, range_;

@@ -7,7 +7,8 @@
 //   {"stroke": {"slice": 24, "class": 1, "radius": 3, "path": [[x, y], ...]}}   (class 0 erases)
 //   {"paint_labels": {"file": "scribbles.tif", "slice": 24}}   replays painted labels as strokes
 //   {"undo": 1}  {"redo": 1}
-//   {"train": {}}            candidates with no parameters ({"max_steps": N} caps them: tests)
+//   {"train": {}}            candidates with no parameters ({"max_steps": N} caps them: tests);
+//   {"train": "denoise first"}   the same on a denoised copy (one job: denoise, then segment)
 //   {"pick": "best"}         or a candidate's name
 //   {"compare": {"slice": 24, "png": "compare.png"}}   every candidate on one slice, side by side
 //   {"accept": {"slice": 24, "radius": 4, "path": [[x, y], ...]}}
@@ -64,7 +65,7 @@ class Driver {
     if (name == "undo") return w_->annotation().Undo() ? Status::Ok() : FailedPreconditionError("nothing to undo");
     if (name == "redo") return w_->annotation().Redo() ? Status::Ok() : FailedPreconditionError("nothing to redo");
     if (name == "train") {
-      IDLEGRID_ASSIGN_OR_RETURN(std::string job, w_->TrainCandidates());
+      IDLEGRID_ASSIGN_OR_RETURN(std::string job, w_->TrainCandidates(arg == "denoise first"));
       return WaitFor(job);
     }
     if (name == "pick") {

@@ -58,7 +58,7 @@ StageOutcome Assimilator::Assimilate(const std::string& job_id, int64_t stage, c
     Stitch(job_id, plan, st, finished, &o);
   }
   const bool last_stage = stage + 1 >= static_cast<int64_t>(plan["stages"].size());
-  if (o.failure.empty() && !last_stage && st["type"] != "infer") SplitNext(job_id, stage + 1, plan, o.job_outputs, &o);
+  if (o.failure.empty() && !last_stage) SplitNext(job_id, stage + 1, plan, o.job_outputs, &o);
   return o;
 }
 
@@ -91,24 +91,49 @@ void Assimilator::RankChains(const std::string& job_id, int64_t stage, const Jso
     const double sb = b["score"].is_null() ? -1e300 : b["score"].get<double>();
     return sa > sb;
   });
+  if (st.value("role", "") == "denoiser") {  // denoise first: the segmentation comes later
+    o->job_outputs["denoiser"] = ranking[0]["model"];
+    o->summary["denoiser"] = ranking[0];
+    return;
+  }
   o->summary["ranking"] = ranking;
   o->job_outputs["model"] = ranking[0]["model"];
   o->job_outputs["metrics"] = ranking[0]["metrics"];
 }
 
+// A stage's volume: the job's input of that name, or an earlier stage's output ("denoised").
+StatusOr<BlobRef> Assimilator::VolumeOf(const Json& plan, const Json& outputs, const std::string& name) const {
+  const Json& inputs = plan["job"]["inputs"];
+  if (inputs.contains(name)) return BlobRef::FromJson(inputs[name]);
+  if (outputs.contains(name)) return BlobRef::FromJson(outputs[name]);
+  return DataLossError("the plan is damaged: no volume \"" + name + "\"");
+}
+
 void Assimilator::SplitNext(const std::string& job_id, int64_t next, const Json& plan, const Json& outputs,
                             StageOutcome* o) const {
-  const Json& train = plan["stages"][0];
   const Json& st = plan["stages"][next];
   const std::string prefix = "s" + std::to_string(next);
-  StatusOr<BlobRef> volume = BlobRef::FromJson(plan["job"]["inputs"][st["volume"].get<std::string>()]);
-  if (!volume.ok() || train["type"] != "train") {
-    o->failure = "the plan is damaged";
+  StatusOr<BlobRef> volume = VolumeOf(plan, outputs, st.value("volume", std::string("image")));
+  if (!volume.ok()) {
+    o->failure = volume.status().message();
     return;
   }
   const Json& sh = plan["shape"];
   const VolumeShape shape{sh[0].get<int64_t>(), sh[1].get<int64_t>(), sh[2].get<int64_t>(), sh[3].get<int64_t>()};
-  // The chains' models as training left them; the best is outputs["model"].
+  if (st["type"] == "train") {
+    SplitTraining(job_id, next, plan, *volume, shape, o);
+    return;
+  }
+  // The models of the latest training stage, as training left them; the best is
+  // outputs["model"] (a denoiser's stage: outputs["denoiser"]).
+  int64_t trained = next - 1;
+  while (trained >= 0 && plan["stages"][trained]["type"] != "train") --trained;
+  if (trained < 0) {
+    o->failure = "the plan is damaged: no training stage";
+    return;
+  }
+  const Json& train = plan["stages"][trained];
+  const std::string best_key = train.value("role", "") == "denoiser" ? "denoiser" : "model";
   std::vector<ReviewModel> models;
   size_t best = 0;
   for (const Json& c : train["chains"]) {
@@ -120,7 +145,7 @@ void Assimilator::SplitNext(const std::string& job_id, int64_t next, const Json&
       o->failure = "the plan is damaged: chain " + chain + " has no model";
       return;
     }
-    if (outputs.contains("model") && outputs["model"]["sha256"] == model->sha256) best = models.size();
+    if (outputs.contains(best_key) && outputs[best_key]["sha256"] == model->sha256) best = models.size();
     models.push_back({"model-" + chain, *model, *config});
   }
   if (models.empty()) {
@@ -140,6 +165,49 @@ void Assimilator::SplitNext(const std::string& job_id, int64_t next, const Json&
     return;
   }
   for (WorkUnit& u : *slabs) o->next_units.push_back(WithPrep(prefix, std::move(u), ""));
+}
+
+void Assimilator::SplitTraining(const std::string& job_id, int64_t next, const Json& plan, const BlobRef& volume,
+                                const VolumeShape& shape, StageOutcome* o) const {
+  Json stage = plan["stages"][next];
+  const Json& inputs = plan["job"]["inputs"];
+  NamedBlobs named;
+  named["image"] = volume;
+  for (const char* n : {"labels", "init"}) {
+    if (!inputs.contains(n)) continue;
+    StatusOr<BlobRef> ref = BlobRef::FromJson(inputs[n]);
+    if (!ref.ok()) {
+      o->failure = "the plan is damaged: input \"" + std::string(n) + "\"";
+      return;
+    }
+    named[n] = *ref;
+  }
+  const std::string replan = stage.contains("replan") && stage["replan"].is_string() ? stage["replan"].get<std::string>() : "";
+  if (!replan.empty()) {
+    // Planned again from what this stage trains on (the denoised volume's intensities); the
+    // plan records the chains as revised.
+    StatusOr<std::string> image = blobs_->PathOf(volume.sha256);
+    StatusOr<std::string> labels = named.count("labels") ? blobs_->PathOf(named["labels"].sha256)
+                                                         : StatusOr<std::string>(std::string());
+    StatusOr<Json> chains = image.ok() && labels.ok()
+                                ? ChainsFor(*image, *labels, stage["chains"], replan == "strategy",
+                                            plan["job"].value("kind", "") == "sweep", options_)
+                                : StatusOr<Json>(image.ok() ? labels.status() : image.status());
+    if (!chains.ok()) {
+      o->failure = "cannot plan the candidates for the denoised volume: " + chains.status().message();
+      return;
+    }
+    stage["chains"] = *chains;
+    stage.erase("replan");
+    o->plan = plan;
+    o->plan["stages"][next] = stage;
+  }
+  StatusOr<std::vector<PlannedUnit>> units = SplitTrainStage(job_id, stage, named, shape, FramesOf(plan), options_);
+  if (!units.ok()) {
+    o->failure = units.status().message();
+    return;
+  }
+  o->next_units = std::move(*units);
 }
 
 StatusOr<BlobRef> Assimilator::StitchOutput(const std::string& job_id, const std::string& name,

@@ -1,5 +1,8 @@
 // Assimilation (internal to server/): what a finished stage gives. A training stage's
-// chains are ranked by their validation (ChainScore) and give their models; then the
+// chains are ranked by their validation (ChainScore) and give their models (a denoiser's
+// stage, in a denoise-then-segment job, gives outputs["denoiser"]); then the next stage is
+// split: a training stage on an earlier stage's output (its candidates planned from that
+// output when the plan says "replan", recorded in StageOutcome::plan), the
 // review stage (every candidate on a sample of slices: SplitReview) or the best one's
 // inference stage is split (its inputs cut on preparation). A review stage's scores become
 // summary["review"] (slices in Z order with their uncertainty, the most uncertain first in
@@ -50,6 +53,7 @@ struct StageOutcome {
   Json summary = Json::object();
   std::vector<std::pair<std::string, std::string>> models;
   std::vector<PlannedUnit> next_units;
+  Json plan;  // null, or the job's plan as revised (a stage's chains planned from earlier outputs)
   std::string failure;
 };
 
@@ -74,6 +78,11 @@ class Assimilator {
   // The units of stage `next` after training: a review of every chain's model, or the
   // inference of the best one (outputs["model"]).
   void SplitNext(const std::string& job_id, int64_t next, const Json& plan, const Json& outputs, StageOutcome* o) const;
+  // A training stage after the first (denoise first: the candidates, on the denoised
+  // volume), its chains planned now when the stage says "replan".
+  void SplitTraining(const std::string& job_id, int64_t next, const Json& plan, const BlobRef& volume,
+                     const VolumeShape& shape, StageOutcome* o) const;
+  StatusOr<BlobRef> VolumeOf(const Json& plan, const Json& outputs, const std::string& name) const;
   // Streams the slices of each unit's TIFF output `name`, in the units' order, into one blob;
   // a hyperstack of `frames` time points when it holds the series' `series_depth` slices.
   StatusOr<BlobRef> StitchOutput(const std::string& job_id, const std::string& name,

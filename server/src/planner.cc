@@ -95,6 +95,29 @@ StatusOr<models::DataFingerprint> FingerprintOfFiles(const std::string& image_pa
   return fp;
 }
 
+StatusOr<Json> ChainsFor(const std::string& image_path, const std::string& labels_path, const Json& chains, bool replan,
+                         bool sweep, const QueueOptions& options) {
+  models::Resources r;
+  r.threads = options.unit_threads;
+  IDLEGRID_ASSIGN_OR_RETURN(models::DataFingerprint fp, FingerprintOfFiles(image_path, labels_path, r));
+  std::vector<models::ModelConfig> configs;
+  if (replan) {
+    configs = models::PlanCandidates(fp);
+    if (!sweep) configs.resize(1);
+  } else {
+    for (const Json& ch : chains) {
+      IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(ch["config"], "chain " + ch.value("chain", std::string())));
+      c.norm = models::Normalization{fp.p005, fp.p995, fp.mean, fp.std};
+      configs.push_back(c);
+    }
+  }
+  Json out = Json::array();
+  for (size_t i = 0; i < configs.size(); ++i) {
+    out.push_back({{"chain", "c" + std::to_string(i)}, {"config", models::ConfigToJson(configs[i])}});
+  }
+  return out;
+}
+
 StatusOr<BlobRef> CutRegion(const BlobStore& blobs, const BlobRef& source, const SliceRegion& region,
                             bool deflate, const std::atomic<bool>* cancel) {
   IDLEGRID_ASSIGN_OR_RETURN(std::string path, blobs.PathOf(source.sha256));
@@ -245,6 +268,59 @@ StatusOr<std::vector<models::ModelConfig>> Planner::Configs(const Job& job, Trai
   return configs;
 }
 
+StatusOr<std::vector<PlannedUnit>> SplitTrainStage(const std::string& job_id, const Json& stage, const NamedBlobs& inputs,
+                                                   const VolumeShape& shape, int64_t frames, const QueueOptions& options) {
+  const int64_t seed = stage.value("seed", int64_t{1});
+  const int64_t epochs_per_unit = stage.value("epochs_per_unit", int64_t{0});
+  std::vector<int64_t> labelled_z;
+  if (stage.contains("labelled_z")) labelled_z = stage["labelled_z"].get<std::vector<int64_t>>();
+  std::vector<PlannedUnit> out;
+  for (const Json& ch : stage["chains"]) {
+    const std::string chain = ch["chain"];
+    IDLEGRID_ASSIGN_OR_RETURN(models::ModelConfig c, ConfigFrom(ch["config"], "chain " + chain));
+    models::DataFingerprint where;
+    where.shape = shape;
+    where.frames = frames;
+    where.labelled_z = labelled_z;
+    if (c.task == models::Task::kSegment && where.labelled_z.empty()) {
+      return InvalidArgumentError("input \"labels\" has no labelled pixels: paint at least two classes");
+    }
+    const SliceRegion region = models::TrainingRegion(c, where);
+    VolumeShape held = shape;
+    held.z = region.slices();  // what a unit holds: its memory estimate
+    NamedBlobs chain_inputs = inputs;
+    if (c.task == models::Task::kDenoise) chain_inputs.erase("labels");
+    std::string after;
+    for (WorkUnit& u : SplitTrainChain(job_id, chain, c, chain_inputs, held, seed, options, epochs_per_unit)) {
+      u.region = region;
+      const std::string id = u.unit_id;
+      out.push_back(WithPrep(chain, std::move(u), after));
+      after = id;
+    }
+  }
+  return out;
+}
+
+StatusOr<Json> Planner::DenoiserStage(const Job& job, const TrainingData& data) const {
+  const Json& cfg = job.config;
+  models::ModelConfig c;
+  if (cfg.contains("denoiser")) {
+    IDLEGRID_ASSIGN_OR_RETURN(c, ConfigFrom(cfg["denoiser"], "config.denoiser"));
+    if (c.task != models::Task::kDenoise) return InvalidArgumentError("config.denoiser must be a denoising configuration");
+  } else {
+    models::Resources r;
+    r.threads = options_.unit_threads;
+    std::optional<models::DataFingerprint> fp = data.fp;
+    if (!fp) {
+      IDLEGRID_ASSIGN_OR_RETURN(std::string image_path, PathOf(job, "image"));
+      IDLEGRID_ASSIGN_OR_RETURN(fp, FingerprintOfFiles(image_path, "", r));
+    }
+    c = models::PlanDenoiser(*fp);
+  }
+  return Json{{"type", "train"}, {"role", "denoiser"},
+              {"chains", Json::array({Json{{"chain", "d0"}, {"config", models::ConfigToJson(c)}}})}};
+}
+
 StatusOr<JobPlan> Planner::PlanTraining(const Job& job) const {
   const Json& cfg = job.config;
   const int64_t seed = cfg.contains("seed") && cfg["seed"].is_number_integer() ? cfg["seed"].get<int64_t>() : 1;
@@ -259,25 +335,19 @@ StatusOr<JobPlan> Planner::PlanTraining(const Job& job) const {
     IDLEGRID_ASSIGN_OR_RETURN(TiffInfo labels, InfoOf(job, "labels"));
     IDLEGRID_RETURN_IF_ERROR(CheckLabelsFit(image, labels));
   }
+  // Denoise, then segment: the denoiser's output is what the candidates train on and segment.
+  if (cfg.contains("denoise") && (!cfg["denoise"].is_string() || (cfg["denoise"] != "first" && cfg["denoise"] != "no"))) {
+    return InvalidArgumentError("config.denoise must be \"first\" or \"no\"");
+  }
+  const bool denoise_first = cfg.value("denoise", std::string("no")) == "first";
+  if (denoise_first && !data.segment) {
+    return InvalidArgumentError("config.denoise \"first\" denoises before segmenting: the job needs the input \"labels\"");
+  }
+  if (cfg.contains("denoiser") && !denoise_first) return InvalidArgumentError("config.denoiser needs config.denoise \"first\"");
   IDLEGRID_ASSIGN_OR_RETURN(std::vector<models::ModelConfig> configs, Configs(job, &data));
-  Json stage{{"type", "train"}, {"chains", Json::array()}};
+  Json train{{"type", "train"}, {"chains", Json::array()}};
   for (size_t i = 0; i < configs.size(); ++i) {
-    stage["chains"].push_back({{"chain", "c" + std::to_string(i)}, {"config", models::ConfigToJson(configs[i])}});
-  }
-  Json stages = Json::array({stage});
-  // Where to correct: a sweep's candidates (and a retrain that asks) score a sample of the
-  // volume's slices, so that the user goes where they are unsure.
-  if (cfg.contains("review") && !cfg["review"].is_boolean()) return InvalidArgumentError("config.review must be true or false");
-  if (data.segment && cfg.value("review", job.kind == JobKind::kSweep)) {
-    stages.push_back(Json{{"type", "review"}, {"volume", "image"}});
-  }
-  if (job.kind == JobKind::kDenoise) {
-    stages.push_back(Json{{"type", "infer"}, {"output", "denoised"}, {"volume", "image"}});
-  } else if (cfg.contains("infer")) {
-    if (!cfg["infer"].is_string() || (cfg["infer"] != "labels" && cfg["infer"] != "probabilities")) {
-      return InvalidArgumentError("config.infer must be \"labels\" or \"probabilities\"");
-    }
-    stages.push_back(Json{{"type", "infer"}, {"output", cfg["infer"]}, {"volume", "image"}});
+    train["chains"].push_back({{"chain", "c" + std::to_string(i)}, {"config", models::ConfigToJson(configs[i])}});
   }
   // An explicit split (tests, experiments) overrides the cost estimate.
   int64_t epochs_per_unit = 0;
@@ -293,32 +363,48 @@ StatusOr<JobPlan> Planner::PlanTraining(const Job& job) const {
     if (!z.ok()) return z.status().WithContext("labels");
     data.labelled_z = *z;
   }
+  train["seed"] = seed;
+  train["epochs_per_unit"] = epochs_per_unit;
+  train["labelled_z"] = data.labelled_z;
+  Json stages = Json::array();
+  std::string volume = "image";
+  if (denoise_first) {
+    IDLEGRID_ASSIGN_OR_RETURN(Json denoiser, DenoiserStage(job, data));
+    denoiser["seed"] = seed;
+    stages.push_back(denoiser);
+    stages.push_back(Json{{"type", "infer"}, {"output", "denoised"}, {"volume", "image"}});
+    volume = "denoised";
+    train["volume"] = volume;
+    // Planned again from the denoised volume: the strategy's candidates whole, given ones
+    // their intensity normalisation (the denoiser changes the spread of intensities).
+    // (A fine-tuned model keeps the normalisation it learned with.)
+    if (data.fp) {
+      train["replan"] = "strategy";
+    } else if (!job.inputs.count("init")) {
+      train["replan"] = "normalisation";
+    }
+  }
+  stages.push_back(train);
+  // Where to correct: a sweep's candidates (and a retrain that asks) score a sample of the
+  // volume's slices, so that the user goes where they are unsure.
+  if (cfg.contains("review") && !cfg["review"].is_boolean()) return InvalidArgumentError("config.review must be true or false");
+  if (data.segment && cfg.value("review", job.kind == JobKind::kSweep)) {
+    stages.push_back(Json{{"type", "review"}, {"volume", volume}});
+  }
+  if (job.kind == JobKind::kDenoise) {
+    stages.push_back(Json{{"type", "infer"}, {"output", "denoised"}, {"volume", "image"}});
+  } else if (cfg.contains("infer")) {
+    if (!cfg["infer"].is_string() || (cfg["infer"] != "labels" && cfg["infer"] != "probabilities")) {
+      return InvalidArgumentError("config.infer must be \"labels\" or \"probabilities\"");
+    }
+    stages.push_back(Json{{"type", "infer"}, {"output", cfg["infer"]}, {"volume", volume}});
+  }
   NamedBlobs inputs;
   inputs["image"] = job.inputs.at("image");
   if (job.inputs.count("labels")) inputs["labels"] = job.inputs.at("labels");
   if (job.inputs.count("init")) inputs["init"] = job.inputs.at("init");  // fine-tuning
   JobPlan out;
-  for (size_t i = 0; i < configs.size(); ++i) {
-    const models::ModelConfig& c = configs[i];
-    const std::string chain = "c" + std::to_string(i);
-    models::DataFingerprint where;
-    where.shape = shape;
-    where.frames = frames;
-    where.labelled_z = data.labelled_z;
-    if (c.task == models::Task::kSegment && where.labelled_z.empty()) {
-      return InvalidArgumentError("input \"labels\" has no labelled pixels: paint at least two classes");
-    }
-    const SliceRegion region = models::TrainingRegion(c, where);
-    VolumeShape held = shape;
-    held.z = region.slices();  // what a unit holds: its memory estimate
-    std::string after;
-    for (WorkUnit& u : SplitTrainChain(job.job_id, chain, c, inputs, held, seed, options_, epochs_per_unit)) {
-      u.region = region;
-      const std::string id = u.unit_id;
-      out.units.push_back(WithPrep(chain, std::move(u), after));
-      after = id;
-    }
-  }
+  IDLEGRID_ASSIGN_OR_RETURN(out.units, SplitTrainStage(job.job_id, stages[0], inputs, shape, frames, options_));
   out.stored = Json{{"job", job.ToJson()}, {"stages", stages}, {"shape", {shape.z, shape.y, shape.x, shape.c}},
                     {"frames", frames}};
   return out;

@@ -68,6 +68,20 @@ PlannedUnit WithPrep(std::string chain, WorkUnit u, std::string after);
 StatusOr<BlobRef> CutRegion(const BlobStore& blobs, const BlobRef& source, const SliceRegion& region,
                             bool deflate, const std::atomic<bool>* cancel = nullptr);
 
+// The units of a training stage (stored plan: {"chains": [{"chain", "config"}], "seed",
+// "epochs_per_unit", "labelled_z"}): each chain split into units that hand their checkpoints
+// on, each holding its training region's slices of `inputs` (a denoiser's chain gets no
+// labels). INVALID_ARGUMENT names the chain whose configuration is wrong.
+StatusOr<std::vector<PlannedUnit>> SplitTrainStage(const std::string& job_id, const Json& stage, const NamedBlobs& inputs,
+                                                   const VolumeShape& shape, int64_t frames, const QueueOptions& options);
+
+// A stage's "chains" for training on the stack at `image_path` with the labels at
+// `labels_path`, from a fingerprint of them: the no-parameter strategy's candidates
+// (`replan`; one for a train job, !sweep), or the given `chains` with their intensity
+// normalisation taken from this stack.
+StatusOr<Json> ChainsFor(const std::string& image_path, const std::string& labels_path, const Json& chains, bool replan,
+                         bool sweep, const QueueOptions& options);
+
 class Planner {
  public:
   // The configuration a model was trained with on this server, or INVALID_ARGUMENT.
@@ -84,6 +98,8 @@ class Planner {
   StatusOr<JobPlan> PlanInfer(const Job& job) const;
   StatusOr<JobPlan> PlanTraining(const Job& job) const;
   StatusOr<std::vector<models::ModelConfig>> Configs(const Job& job, TrainingData* data) const;
+  // The first stage of a denoise-then-segment job: config.denoiser or the strategy's.
+  StatusOr<Json> DenoiserStage(const Job& job, const TrainingData& data) const;
   StatusOr<BlobRef> Input(const Job& job, const std::string& name) const;
   StatusOr<std::string> PathOf(const Job& job, const std::string& name) const;
   StatusOr<TiffInfo> InfoOf(const Job& job, const std::string& name) const;

@@ -834,6 +834,21 @@ Status Queue::RecordBlob(const BlobRef& blob) {
   return s->Bind(1, blob.sha256).Bind(2, blob.size).Bind(3, clock_()).Run();
 }
 
+namespace {
+// What a stage does, in the user's words ("train the denoiser", "segment").
+std::string StageName(const Json& stage) {
+  const std::string type = stage.value("type", "");
+  if (type == "train") {
+    if (stage.value("role", "") == "denoiser") return "train the denoiser";
+    const size_t chains = stage.contains("chains") && stage["chains"].is_array() ? stage["chains"].size() : 1;
+    return chains > 1 ? "train " + std::to_string(chains) + " candidates" : "train";
+  }
+  if (type == "review") return "review";
+  const std::string output = stage.value("output", "");
+  return output == "denoised" ? "denoise" : output == "probabilities" ? "segment (probabilities)" : "segment";
+}
+}  // namespace
+
 // --- assimilation -------------------------------------------------------------------------
 
 Status Queue::AssimilatePending() {
@@ -893,6 +908,10 @@ Status Queue::AssimilatePending() {
           "INSERT OR IGNORE INTO models(sha256, config, job_id) VALUES(?,?,?)"));
       IDLEGRID_RETURN_IF_ERROR(m->Bind(1, sha).Bind(2, config).Bind(3, job_id).Run());
     }
+    if (!outcome.plan.is_null()) {  // a stage planned from an earlier stage's outputs
+      IDLEGRID_ASSIGN_OR_RETURN(Stmt * p, db_->Prepare("UPDATE jobs SET plan=? WHERE job_id=?"));
+      IDLEGRID_RETURN_IF_ERROR(p->Bind(1, Dump(outcome.plan)).Bind(2, job_id).Run());
+    }
     IDLEGRID_ASSIGN_OR_RETURN(Stmt * j, db_->Prepare(
         "UPDATE jobs SET stage=?, state=?, outputs=?, summary=?, finished_at=? WHERE job_id=?"));
     j->Bind(1, last_stage ? stage : stage + 1).Bind(2, last_stage ? "done" : "running");
@@ -931,6 +950,11 @@ StatusOr<Json> Queue::JobStatus(const std::string& job_id) {
          {"outputs", ParseStored(s->Text(7))}, {"summary", ParseStored(s->Text(8))},
          {"error", s->Text(9)}};
   if (plan.contains("notes")) j["notes"] = plan["notes"];  // how ambiguous inputs were read
+  if (plan.contains("job") && plan["job"].contains("inputs")) j["inputs"] = plan["job"]["inputs"];  // what it reads
+  j["stage_names"] = Json::array();
+  if (plan.contains("stages")) {
+    for (const Json& st : plan["stages"]) j["stage_names"].push_back(StageName(st));
+  }
   s->Reset();
   IDLEGRID_ASSIGN_OR_RETURN(Stmt * u, db_->Prepare(
       "SELECT u.unit_id, u.stage, u.chain, u.state, u.unit, u.epochs_done, u.failures, u.leases, u.error, "

@@ -1,7 +1,7 @@
 // idlegrid: the console for users and admins of a work server.
 //
 //   idlegrid login --server URL --fingerprint F --token ADMIN_TOKEN   (saved in config.json)
-//   idlegrid submit segment --image I.tif --labels L.tif [--labels-time-point T] [--wait]
+//   idlegrid submit segment --image I.tif --labels L.tif [--labels-time-point T] [--denoise first] [--wait]
 //   idlegrid submit denoise --image I.tif
 //   idlegrid submit train   --image I.tif [--labels L.tif] [--model CONFIG.json]
 //   idlegrid submit infer   --model M.pt --volume V.tif [--config CONFIG.json] [--output labels]
@@ -217,11 +217,31 @@ void PrintWhereToCorrect(const Json& review) {
   }
 }
 
+// "stage 2/5 (denoise)": the current stage and what it does.
+std::string StageLabel(const Json& s) {
+  const int stage = s["stage"].get<int>();
+  std::string out = "stage " + std::to_string(stage) + "/" + std::to_string(s["stages"].get<int>());
+  if (s.contains("stage_names") && s["stage_names"].is_array() && stage >= 1 &&
+      stage <= static_cast<int>(s["stage_names"].size())) {
+    out += " (" + s["stage_names"][stage - 1].get<std::string>() + ")";
+  }
+  return out;
+}
+
 void PrintStatus(const Json& s, bool units) {
-  std::printf("%s  %s \"%s\"  %s  %s %3.0f%%  stage %d/%d\n", s["job_id"].get<std::string>().c_str(),
+  std::printf("%s  %s \"%s\"  %s  %s %3.0f%%  %s\n", s["job_id"].get<std::string>().c_str(),
               s["kind"].get<std::string>().c_str(), s["name"].get<std::string>().c_str(),
               s["state"].get<std::string>().c_str(), Bar(s["progress"].get<double>()).c_str(),
-              100 * s["progress"].get<double>(), s["stage"].get<int>(), s["stages"].get<int>());
+              100 * s["progress"].get<double>(), StageLabel(s).c_str());
+  if (s.contains("stage_names") && s["stage_names"].size() > 1) {
+    std::string all;
+    for (const Json& n : s["stage_names"]) all += (all.empty() ? "" : " -> ") + n.get<std::string>();
+    std::printf("  stages: %s\n", all.c_str());
+  }
+  if (s.contains("summary") && s["summary"].contains("denoiser")) {
+    const Json& d = s["summary"]["denoiser"];
+    std::printf("  denoised first with %s\n", d.value("name", std::string("a denoiser")).c_str());
+  }
   if (!s["error"].get<std::string>().empty()) std::printf("  error: %s\n", s["error"].get<std::string>().c_str());
   if (s.contains("notes")) {
     for (const Json& n : s["notes"]) std::printf("  note: %s\n", n.get<std::string>().c_str());
@@ -289,9 +309,9 @@ int Wait(ApiClient& api, const std::string& job_id, int64_t timeout_s, bool json
         done += u["state"] == "done";
         running += u["state"] == "leased";
       }
-      std::printf("\r%s %s %3.0f%%  stage %d/%d  units %d/%d done, %d running   ", job_id.c_str(),
+      std::printf("\r%s %s %3.0f%%  %s  units %d/%d done, %d running   ", job_id.c_str(),
                   Bar((*s)["progress"].get<double>()).c_str(), 100 * (*s)["progress"].get<double>(),
-                  (*s)["stage"].get<int>(), (*s)["stages"].get<int>(), done, total, running);
+                  StageLabel(*s).c_str(), done, total, running);
       std::fflush(stdout);
     }
     std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -320,7 +340,7 @@ int main(int argc, char** argv) {
 
   auto* submit = app.add_subcommand("submit", "submit a job");
   submit->require_subcommand(1);
-  std::string image, labels, model, volume, config_path, output, name;
+  std::string image, labels, model, volume, config_path, output, name, denoise = "no";
   int64_t epochs_per_unit = 0, timeout_s = 7 * 86400, labels_time_point = 0;
   bool wait = false;
   auto common = [&](CLI::App* c) {
@@ -333,6 +353,8 @@ int main(int argc, char** argv) {
   seg->add_option("--labels", labels, "labels (TIFF or HDF5, uint8: 0 unlabelled, 1..K classes)")->required()->check(kVolumeFile);
   const char* kTimePointHelp = "the labels are one volume painted on time point T (1 = first) of a series image";
   seg->add_option("--labels-time-point", labels_time_point, kTimePointHelp)->check(CLI::PositiveNumber);
+  const char* kDenoiseHelp = "first: denoise the image (self-supervised), then train and segment on the denoised volume";
+  seg->add_option("--denoise", denoise, kDenoiseHelp)->check(CLI::IsMember({"first", "no"}));
   common(seg);
   auto* den = submit->add_subcommand("denoise", "self-supervised denoising (no labels)");
   den->add_option("--image", image, "noisy volume (TIFF, or file.h5:/dataset)")->required()->check(kVolumeFile);
@@ -343,6 +365,7 @@ int main(int argc, char** argv) {
   tr->add_option("--labels-time-point", labels_time_point, kTimePointHelp)->check(CLI::PositiveNumber);
   tr->add_option("--model", config_path, "model configuration (JSON); default: planned from the data")->check(CLI::ExistingFile);
   tr->add_option("--epochs-per-unit", epochs_per_unit, "epochs per work unit; default: sized to minutes");
+  tr->add_option("--denoise", denoise, kDenoiseHelp)->check(CLI::IsMember({"first", "no"}));
   common(tr);
   auto* inf = submit->add_subcommand("infer", "apply a model package to a volume");
   inf->add_option("--model", model, "model package (.pt)")->required()->check(CLI::ExistingFile);
@@ -441,6 +464,7 @@ int main(int argc, char** argv) {
     if (seg->parsed()) {
       job.kind = JobKind::kSweep;
       job.config = {{"infer", "labels"}};
+      if (denoise == "first") job.config["denoise"] = "first";
       st = upload("image", image);
       if (st.ok()) st = upload("labels", labels);
     } else if (den->parsed()) {
@@ -454,6 +478,10 @@ int main(int argc, char** argv) {
         job.config["model"] = *c;
       }
       if (epochs_per_unit > 0) job.config["epochs_per_unit"] = epochs_per_unit;
+      if (denoise == "first") {
+        if (labels.empty()) return Fail(InvalidArgumentError("--denoise first segments: it needs --labels"));
+        job.config["denoise"] = "first";
+      }
       st = upload("image", image);
       if (st.ok() && !labels.empty()) st = upload("labels", labels);
     } else {

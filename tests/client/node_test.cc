@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -697,6 +698,51 @@ TEST_CASE("a sweep and its inference run through two nodes", "[client][node]") {
   b->Signal(SIGTERM);
   CHECK(a->Wait(10000) == 0);
   CHECK(b->Wait(10000) == 0);
+}
+
+TEST_CASE("denoise, then segment, as one job: its stages run through a node and show in status", "[client][node]") {
+  Grid g;
+  // The small sample with strong Gaussian noise (sigma = a quarter of its range).
+  const Volume noisy = testing::NoisySmallSample(0.25, 7);
+  Must(WriteTiff(g.dir / "noisy.tif", noisy));
+  const std::string cli = "/usr/bin/env IDLEGRID_CONFIG_DIR=" + g.dir / "cli" + " " + kBin + "/idlegrid --server " +
+                          g.server->url() + " --fingerprint " + g.server->fingerprint() + " --token " +
+                          g.server->first_start().admin_token + " ";
+  // The console's option, with tiny models (the strategy's take minutes): through the API.
+  Job job;
+  job.kind = JobKind::kSweep;
+  job.inputs = {{"image", Must(g.admin->UploadFile(g.dir / "noisy.tif"))}, {"labels", g.labels}};
+  job.config = {{"denoise", "first"}, {"denoiser", models::ConfigToJson(testing::TinyDenoiserConfig(2, 3))},
+                {"candidates", Json::array({models::ConfigToJson(testing::TinyConfig("unet2d", 3, 20))})},
+                {"infer", "labels"}, {"review", false}};
+  const std::string id = Must(g.admin->Submit(job))["job_id"];
+  auto node = g.Run(g.NewNode(), {});
+  const Json s = g.WaitFor(id, [](const Json& j) { return j["state"] == "done" || j["state"] == "failed"; }, 300);
+  INFO(s.dump());
+  REQUIRE(s["state"] == "done");
+  CHECK(s["stage_names"] == Json::array({"train the denoiser", "denoise", "train", "segment"}));
+  int rc = -1;
+  const std::string out = testing::RunCommand(cli + "status " + id + " 2>&1", &rc);
+  CHECK(rc == 0);
+  CHECK_THAT(out, Catch::Contains("stages: train the denoiser -> denoise -> train -> segment") &&
+                      Catch::Contains("denoised first with"));
+  // Both volumes come back: the denoised image and its segmentation, each the image's shape.
+  testing::RunCommand(cli + "fetch " + id + " --output denoised -o " + g.dir / "denoised.tif 2>&1", &rc);
+  REQUIRE(rc == 0);
+  testing::RunCommand(cli + "fetch " + id + " -o " + g.dir / "labels.tif 2>&1", &rc);
+  REQUIRE(rc == 0);
+  const TiffInfo denoised = Must(ProbeTiff(g.dir / "denoised.tif"));
+  CHECK(denoised.shape == noisy.shape());
+  CHECK(denoised.dtype == DType::kFloat32);
+  const Volume labels = Must(ReadTiff(g.dir / "labels.tif"));
+  CHECK(labels.shape() == noisy.shape());
+  // The candidate trained on the denoised volume: its units' image is a cut of that output.
+  for (const Json& u : s["units"]) {
+    if (u["chain"] == "c0") CHECK(u["stage"] == 3);
+    if (u["chain"] == "d0") CHECK(u["stage"] == 1);
+  }
+  node->Signal(SIGTERM);
+  CHECK(node->Wait(10000) == 0);
 }
 
 TEST_CASE("a round's review sends the user to the slices its candidates are unsure of", "[client][node]") {

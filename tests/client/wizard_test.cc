@@ -9,12 +9,14 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <random>
 #include <sstream>
 #include <thread>
 
 #include "child_process.h"
 #include "idlegrid/client/wizard.h"
 #include "idlegrid/models/model.h"
+#include "idlegrid/models/strategy.h"
 #include "idlegrid/server/server.h"
 #include "idlegrid/shared/hdf5_io.h"
 #include "idlegrid/shared/tiff_io.h"
@@ -200,6 +202,52 @@ TEST_CASE("idlegrid-wizard replays a scripted session", "[client][wizard]") {
   CHECK_THAT(err, Catch::Contains("bad.script:4: unknown command"));
   const Volume saved = ReadTiff(dir / "s2/labels.tif").value();
   CHECK(saved.data<uint8_t>()[saved.Index(1, 5, 5)] == 1);
+}
+
+TEST_CASE("a noisy volume is denoised first in the candidates' job, and the round's models read it", "[client][wizard]") {
+  testing::TempDir dir;
+  const MaterialsSample& sample = testing::SmallSample();
+  const Volume noisy = testing::NoisySmallSample(0.2, 11);
+  SampleOptions quiet;  // the small sample's phases with a tenth of its noise
+  quiet.shape = sample.image.shape();
+  quiet.noise_sigma = 0.006;
+  REQUIRE(WriteTiff(dir / "clean.tif", GenerateMaterialsSample(quiet).value().image).ok());
+  REQUIRE(WriteTiff(dir / "noisy.tif", noisy).ok());
+  WizardOptions o;
+  o.session_dir = dir / "clean-session";
+  o.bin = IDLEGRID_BIN_DIR;
+  o.local_nodes = 2;
+  o.max_steps_per_candidate = 6;
+  {
+    auto w = Wizard::Create(o).value();
+    REQUIRE(w->Open(dir / "clean.tif").ok());
+    const double level = w->NoiseLevel().value();
+    INFO("quiet sample: noise level " << level);
+    CHECK(level < models::kDenoiseFirstNoiseLevel);
+  }
+  o.session_dir = dir / "session";
+  auto w = Wizard::Create(o).value();
+  REQUIRE(w->Open(dir / "noisy.tif").ok());
+  CHECK(w->NoiseLevel().value() >= models::kDenoiseFirstNoiseLevel);
+  for (const char* name : {"matrix", "pore", "inclusion"}) REQUIRE(w->annotation().AddClass(name).ok());
+  PaintLike(w->annotation(), sample.scribbles, sample.label_slice);
+  const std::string job = w->TrainCandidates(true).value();
+  const Json s = w->Wait(job, 600).value();
+  REQUIRE(s["stage_names"][0] == "train the denoiser");
+  REQUIRE(s["outputs"].contains("denoised"));
+  // Every later job of the round reads the denoised volume, not the image.
+  const BlobRef input = w->ModelInput().value();
+  CHECK(input.sha256 == s["outputs"]["denoised"]["sha256"]);
+  const std::vector<Candidate> candidates = w->Candidates().value();
+  REQUIRE(candidates.size() >= 2);
+  REQUIRE(w->Choose(candidates[0]).ok());
+  const Volume predicted = w->Predict(candidates[0].model, sample.label_slice, sample.label_slice + 1).value();
+  CHECK(predicted.shape() == VolumeShape{1, noisy.shape().y, noisy.shape().x, 1});
+  const std::string retrain = w->SubmitRetrain().value();
+  const Json r = w->grid().JobStatus(retrain).value();
+  CHECK(r["inputs"]["image"]["sha256"] == input.sha256);
+  CHECK(r["inputs"]["init"]["sha256"] == candidates[0].model.sha256);
+  w->grid().Cancel(retrain).IgnoreError();
 }
 
 TEST_CASE("the errors a wizard user can meet are clear and lose no labels", "[client][wizard]") {

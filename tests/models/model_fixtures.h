@@ -2,6 +2,9 @@
 #ifndef IDLEGRID_TESTS_MODELS_MODEL_FIXTURES_H_
 #define IDLEGRID_TESTS_MODELS_MODEL_FIXTURES_H_
 
+#include <algorithm>
+#include <random>
+
 #include "idlegrid/models/runtime.h"
 #include "idlegrid/models/strategy.h"
 #include "idlegrid/shared/sample_volume.h"
@@ -20,6 +23,18 @@ inline const MaterialsSample& SmallSample() {
     return GenerateMaterialsSample(o).value();
   }();
   return sample;
+}
+
+// The small sample's image with Gaussian noise of `fraction` of its intensity range added.
+inline Volume NoisySmallSample(double fraction, uint32_t seed) {
+  Volume noisy = SmallSample().image;
+  uint16_t* p = noisy.data<uint16_t>();
+  const int64_t n = noisy.shape().elements();
+  const auto [lo, hi] = std::minmax_element(p, p + n);
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> gauss(0.0, fraction * (*hi - *lo));
+  for (int64_t i = 0; i < n; ++i) p[i] = static_cast<uint16_t>(std::clamp(p[i] + gauss(rng), 0.0, 65535.0));
+  return noisy;
 }
 
 // The strategy's candidate for `architecture`, shrunk to test size.

@@ -1,5 +1,6 @@
 #include "idlegrid/models/strategy.h"
 
+#include <random>
 #include <set>
 #include <vector>
 
@@ -63,6 +64,27 @@ TEST_CASE("a fingerprint from a sample of slices reads only those, and close to 
   REQUIRE(b.AddImage(s.image, 0).ok());
   REQUIRE(b.AddLabels(ExtractSlab(s.scribbles, SlabRange{0, 5, 0, 0}).value(), 0).ok());
   CHECK_THAT(b.Finish({}, true).status().message(), Catch::Contains("labels have 5 slices, the image 12"));
+}
+
+TEST_CASE("the fingerprint estimates Gaussian noise, and edges count little", "[strategy]") {
+  // Two flat phases split by a sharp edge and a gentle ramp: no noise of their own.
+  Volume clean = Volume::Create({4, 96, 96, 1}, DType::kFloat32).value();
+  for (int64_t z = 0; z < 4; ++z)
+    for (int64_t y = 0; y < 96; ++y)
+      for (int64_t x = 0; x < 96; ++x) clean.data<float>()[(z * 96 + y) * 96 + x] = (x < 48 ? 40.0f : 200.0f) + 0.3f * y;
+  const DataFingerprint none = ComputeFingerprint(clean, nullptr, {}).value();
+  CHECK(none.noise_sigma < 0.5);
+  std::mt19937 rng(3);
+  for (double sigma : {5.0, 25.0}) {
+    Volume noisy = clean;
+    std::normal_distribution<float> gauss(0.0f, static_cast<float>(sigma));
+    for (int64_t i = 0; i < noisy.shape().elements(); ++i) noisy.data<float>()[i] += gauss(rng);
+    const DataFingerprint fp = ComputeFingerprint(noisy, nullptr, {}).value();
+    INFO("sigma " << sigma << " estimated " << fp.noise_sigma);
+    CHECK(fp.noise_sigma == Approx(sigma).epsilon(0.1));
+    CHECK(fp.NoiseLevel() == Approx(fp.noise_sigma / (fp.p995 - fp.p005)));
+  }
+  CHECK_FALSE(SuggestDenoiseFirst(none));
 }
 
 TEST_CASE("at least four valid candidates that differ in kind, 3D once labels lie on two slices", "[strategy]") {

@@ -52,6 +52,30 @@ Result TrainResult(QueueFixture& f, const Leased& l, double dice, bool with_mode
   return TrainResult(f, l, {Epoch(1, dice, 1 - dice)}, with_model);
 }
 
+// A slab's result: output `name` holds the core slices of `source` (halos dropped).
+Result SlabResult(QueueFixture& f, const SignedUnit& env, const std::string& node_id, const std::string& name,
+                  const std::function<Volume(const SlabRange&)>& source) {
+  SlabRange core = *env.unit.slab;
+  core.halo_before = core.halo_after = 0;
+  Result r;
+  r.lease_id = env.lease_id;
+  r.unit_id = env.unit.unit_id;
+  r.node_id = node_id;
+  r.outputs[name] = f.PutVolume(source(core));
+  return r;
+}
+
+// TinyConfig made a denoiser.
+models::ModelConfig TinyDenoiser(const std::string& name, int64_t epochs) {
+  models::ModelConfig c = TinyConfig(name, epochs);
+  c.task = models::Task::kDenoise;
+  c.num_classes = 0;
+  c.class_weights.clear();
+  c.class_names.clear();
+  c.norm_layer = "none";
+  return c;
+}
+
 Json JobView(QueueFixture& f, const std::string& job) { return Must(f.queue->JobStatus(job)); }
 
 std::string UnitState(QueueFixture& f, const std::string& job, const std::string& unit_id) {
@@ -532,14 +556,9 @@ TEST_CASE("a sweep ranks its candidates and segments the volume with the best", 
     ++slabs;
     REQUIRE(env->unit.kind == UnitKind::kInferSlab);
     CHECK(env->unit.inputs.at("model").sha256 == best_model);
-    SlabRange core = *env->unit.slab;
-    core.halo_before = core.halo_after = 0;
-    Result r;
-    r.lease_id = env->lease_id;
-    r.unit_id = env->unit.unit_id;
-    r.node_id = node.node_id;
-    r.outputs["labels"] = f.PutVolume(Must(ExtractSlab(image, core)));
-    Must(f.queue->Complete(node.node_id, r));
+    Must(f.queue->Complete(node.node_id, SlabResult(f, *env, node.node_id, "labels", [&](const SlabRange& core) {
+      return Must(ExtractSlab(image, core));
+    })));
   }
   CHECK(slabs >= 3);
   s = JobView(f, id);
@@ -561,12 +580,7 @@ TEST_CASE("a denoise job trains a denoiser, then applies it to the whole volume"
   f.options.slab_target_voxels = 4 * 32 * 32;
   f.Reopen();
   auto node = f.Enroll();
-  models::ModelConfig c = TinyConfig("n2n", 3);
-  c.task = models::Task::kDenoise;
-  c.num_classes = 0;
-  c.class_weights.clear();
-  c.class_names.clear();
-  c.norm_layer = "none";
+  const models::ModelConfig c = TinyDenoiser("n2n", 3);
   Job job;
   job.kind = JobKind::kDenoise;
   job.inputs["image"] = f.PutVolume(Ramp(8, 32, 32));
@@ -591,6 +605,106 @@ TEST_CASE("a denoise job trains a denoiser, then applies it to the whole volume"
   }
   CHECK(covered == 8);
   CHECK(JobView(f, id)["units"].size() == 1 + 4);  // the training unit and min_slabs slabs
+}
+
+TEST_CASE("denoise first: the candidates are planned for the denoised volume, train on it and segment it", "[server][queue]") {
+  QueueFixture f;
+  f.options.slab_target_voxels = 4 * 32 * 32;
+  f.Reopen();
+  auto node = f.Enroll();
+  const Volume image = Ramp(8, 32, 32);
+  Volume labels = Must(Volume::Create({8, 32, 32, 1}, DType::kUInt8));
+  for (int64_t i = 0; i < 32 * 32; ++i) labels.slice_bytes_at(3)[i] = (i % 32) < 16 ? 1 : 2;  // two classes on slice 3
+  const models::ModelConfig d = TinyDenoiser("tiny-denoiser", 2);
+  Job job;
+  job.kind = JobKind::kSweep;
+  job.inputs["image"] = f.PutVolume(image);
+  job.inputs["labels"] = f.PutVolume(labels);
+  job.config = {{"denoise", "first"}, {"denoiser", models::ConfigToJson(d)}, {"infer", "labels"}, {"review", false}};
+  const std::string id = Must(f.queue->Submit(job));
+  Json s = JobView(f, id);
+  CHECK(s["stages"] == 4);
+  CHECK(s["stage_names"][0] == "train the denoiser");
+  CHECK(s["stage_names"][1] == "denoise");
+  CHECK(s["stage_names"][3] == "segment");
+  // Stage 1: the denoiser, trained without labels.
+  Leased train = MustLease(*f.queue, node);
+  CHECK(train.env.unit.config["model"]["name"] == "tiny-denoiser");
+  CHECK(train.env.unit.inputs.count("labels") == 0);
+  CHECK_FALSE(Must(f.queue->Lease(node.node_id, Node())).has_value());  // nothing else yet
+  const Result denoiser = TrainResult(f, train, 0, true);
+  Must(f.queue->Complete(node.node_id, denoiser));
+  // Stage 2: the denoiser over the whole image. Each slab returns "denoised" slices on a
+  // scale of its own (1000 + 10 v), so that what follows can be told apart from the image.
+  s = JobView(f, id);
+  REQUIRE(s["stage"] == 2);
+  CHECK(s["outputs"]["denoiser"]["sha256"] == denoiser.outputs.at("model").sha256);
+  CHECK_FALSE(s["outputs"].contains("model"));  // the segmentation model comes later
+  auto denoised_of = [&](const SlabRange& core) {
+    const Volume part = Must(ExtractSlab(image, core));
+    Volume out = Must(Volume::Create(part.shape(), DType::kFloat32));
+    for (int64_t i = 0; i < part.shape().elements(); ++i) out.data<float>()[i] = 1000.0f + 10.0f * part.data<uint8_t>()[i];
+    return out;
+  };
+  std::vector<SignedUnit> leased;  // every slab first: completing the last starts stage 3
+  while (auto env = Must(f.queue->Lease(node.node_id, Node()))) leased.push_back(*env);
+  CHECK(leased.size() == 4);
+  for (const SignedUnit* env = leased.data(); env != leased.data() + leased.size(); ++env) {
+    REQUIRE(env->unit.config["output"] == "denoised");
+    CHECK(env->unit.inputs.at("model").sha256 == denoiser.outputs.at("model").sha256);
+    Must(f.queue->Complete(node.node_id, SlabResult(f, *env, node.node_id, "denoised", denoised_of)));
+  }
+  // Stage 3: the strategy's candidates, planned from the denoised volume's intensities.
+  s = JobView(f, id);
+  REQUIRE(s["stage"] == 3);
+  REQUIRE(s["outputs"].contains("denoised"));
+  CHECK(s["summary"]["denoiser"]["name"] == "tiny-denoiser");
+  CHECK_THAT(s["stage_names"][2].get<std::string>(), Catch::StartsWith("train") && Catch::Contains("candidates"));
+  int chains = 0;
+  leased.clear();
+  while (auto env = Must(f.queue->Lease(node.node_id, Node()))) leased.push_back(*env);
+  for (const SignedUnit* env = leased.data(); env != leased.data() + leased.size(); ++env) {
+    ++chains;
+    REQUIRE(env->unit.kind == UnitKind::kTrainEpochs);
+    CHECK(env->unit.inputs.count("labels") == 1);
+    CHECK(env->unit.config["model"]["norm"]["clip_high"].get<double>() > 1000);  // not the image's 0-255
+    const Volume held = Must(ReadTiff(Must(f.blobs->PathOf(env->unit.inputs.at("image").sha256))));
+    CHECK(held.dtype() == DType::kFloat32);
+    CHECK(held.data<float>()[0] >= 1000.0f);
+    Leased l{*env, node.node_id};
+    Must(f.queue->Complete(node.node_id, TrainResult(f, l, 0.5 + 0.1 * chains, true)));
+  }
+  CHECK(chains >= 2);
+  // Stage 4: the best candidate segments the denoised volume.
+  s = JobView(f, id);
+  REQUIRE(s["stage"] == 4);
+  CHECK(s["summary"]["ranking"].size() == static_cast<size_t>(chains));
+  int slabs = 0;
+  while (auto env = Must(f.queue->Lease(node.node_id, Node()))) {
+    ++slabs;
+    CHECK(env->unit.inputs.at("model").sha256 == s["outputs"]["model"]["sha256"]);
+    const Volume held = Must(ReadTiff(Must(f.blobs->PathOf(env->unit.inputs.at("volume").sha256))));
+    CHECK(held.dtype() == DType::kFloat32);
+    Must(f.queue->Complete(node.node_id, SlabResult(f, *env, node.node_id, "labels", [&](const SlabRange& core) {
+      return Must(ExtractSlab(labels, core));
+    })));
+  }
+  CHECK(slabs >= 2);
+  s = JobView(f, id);
+  CHECK(s["state"] == "done");
+  for (const char* out : {"denoised", "denoiser", "labels", "model"}) CHECK(s["outputs"].contains(out));
+}
+
+TEST_CASE("denoise first needs labels, and config.denoise is \"first\" or \"no\"", "[server][queue]") {
+  QueueFixture f;
+  Job job;
+  job.kind = JobKind::kTrain;
+  job.inputs["image"] = f.PutVolume(Ramp(4, 32, 32));
+  job.config = {{"denoise", "first"}};
+  CHECK_THAT(f.queue->Submit(job).status().message(), Catch::Contains("config.denoise") && Catch::Contains("labels"));
+  job.inputs["labels"] = f.PutVolume(Ramp(4, 32, 32));
+  job.config = {{"denoise", "yes"}};
+  CHECK_THAT(f.queue->Submit(job).status().message(), Catch::Contains("config.denoise must be"));
 }
 
 TEST_CASE("a train job with an \"init\" model fine-tunes it with its recorded configuration", "[server][queue]") {

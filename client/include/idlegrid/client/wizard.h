@@ -93,7 +93,15 @@ class Wizard {
   const WizardOptions& options() const { return o_; }
 
   // Submits the candidates (planned with no parameters from the image and labels so far).
-  StatusOr<std::string> TrainCandidates();
+  // `denoise_first`: one job denoises the image, then trains them on the denoised volume;
+  // every later job of the session (compare, retrain, apply) reads that volume (ModelInput).
+  StatusOr<std::string> TrainCandidates(bool denoise_first = false);
+  // The image's noise relative to its intensity range (models::DataFingerprint::NoiseLevel),
+  // from a few slices; models::SuggestDenoiseFirst says when denoising first is worth it.
+  StatusOr<double> NoiseLevel();
+  // What the session's models read: the image, or the denoised volume of the latest
+  // candidates job that denoised first.
+  StatusOr<BlobRef> ModelInput();
   // When set, waits (Wait, Predict, Retrain) end with CANCELLED once *cancel is true: a
   // window closing does not wait for a job to finish (the grid keeps the job).
   void set_cancel(const std::atomic<bool>* cancel) { cancel_ = cancel; }
